@@ -1,0 +1,118 @@
+"""The ``acl`` command line: a thin layer over the library API."""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+
+import click
+
+from .config import ConfigError, load_config
+from .errors import UserError
+
+_DEBUG = False
+
+
+class AclGroup(click.Group):
+    """Turns every user error into one line on stderr and exit status 2 (``--debug`` shows tracebacks)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except click.ClickException:
+            raise
+        except UserError as e:
+            if _DEBUG:
+                traceback.print_exc()
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:  # a bug on our side: still one line, the details behind --debug
+            if _DEBUG:
+                raise
+            click.echo(f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", err=True)
+            ctx.exit(1)
+
+
+def _set_debug(ctx, param, value):
+    global _DEBUG
+    _DEBUG = bool(value)
+    return value
+
+
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="Override a config value (dotted key, YAML value); repeatable.")
+config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                             help="YAML experiment config.")
+
+
+@click.group(cls=AclGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+              help="Show full tracebacks on errors.")
+@click.version_option(package_name="acl_cli", prog_name="acl")
+def main():
+    """acl: train, evaluate, count and benchmark CNNs with generated (CSG) convolution kernels."""
+
+
+@main.command("count-params")
+@config_option
+@set_option
+@click.option("--arch", help="Architecture (instead of --config), e.g. resnet56.")
+@click.option("--num-classes", type=int, help="Classifier outputs (default: 10, or the config's).")
+@click.option("--slice-shape", help="CSG slice shape S0,S1,kh,kw; omit for the original network.")
+@click.option("--code-size", type=int, help="CSG code size.")
+@click.option("--layout", type=click.Choice(["flat", "tile"]), help="CSG slice layout.")
+@click.option("--per-layer", is_flag=True, help="One row per conv: shape, generated or plain, slices, params.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table",
+              show_default=True)
+def count_params(config_path, overrides, arch, num_classes, slice_shape, code_size, layout, per_layer, fmt):
+    """Exact parameter report of a model, with its original twin and the compression ratio.
+
+    \b
+    Examples:
+      acl count-params --arch resnet56 --slice-shape 12,12,3,3 --code-size 72
+      acl count-params --config configs/cifar10/resnet56_csg_12_72.yaml --per-layer --format json
+    """
+    from .params import format_report, report_for_config
+
+    sets = list(overrides)
+    if arch:
+        sets.append(f"model.arch={arch}")
+    if num_classes is not None:
+        sets.append(f"model.num_classes={num_classes}")
+    if slice_shape is not None:
+        try:
+            shape = [int(s) for s in slice_shape.replace("x", ",").split(",")]
+        except ValueError:
+            raise ConfigError(f"--slice-shape {slice_shape!r}: expected four ints like 12,12,3,3") from None
+        sets.append(f"model.csg.slice_shape={shape}")
+    if code_size is not None:
+        sets.append(f"model.csg.code_size={code_size}")
+    if layout is not None:
+        sets.append(f"model.csg.layout={layout}")
+    if config_path is None and not arch:
+        raise ConfigError("give --config FILE or --arch NAME (see acl count-params --help)")
+    cfg = load_config(config_path, sets)
+    click.echo(format_report(report_for_config(cfg.model), fmt, per_layer))
+
+
+@main.command("list-models")
+def list_models_cmd():
+    """List the registered architectures.
+
+    \b
+    Example:
+      acl list-models
+    """
+    from .models import MODELS
+
+    for name in sorted(MODELS):
+        click.echo(f"{name:<20} {MODELS[name].constructor.__doc__.strip().splitlines()[0]}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,332 @@
+"""Experiment configuration: typed dataclasses, YAML files with ``base:`` inheritance, ``--set`` overrides.
+
+Every key is checked before anything runs: unknown keys name the closest valid one, wrong types and
+impossible values say which key and why.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .errors import UserError
+
+
+class ConfigError(UserError):
+    pass
+
+
+@dataclass
+class CSGConfig:
+    slice_shape: list[int] = field(default_factory=lambda: [12, 12, 3, 3])  # (S0 out, S1 in, kh, kw)
+    code_size: int = 72
+    layout: Literal["flat", "tile"] = "flat"
+    targets: Union[str, list[str]] = "authors"  # "authors", "all", or roles: stem block pointwise shortcut transition
+    init: Literal["authors", "scaled"] = "authors"
+
+    def validate(self, path: str) -> None:
+        if len(self.slice_shape) != 4 or min(self.slice_shape) < 1:
+            raise ConfigError(f"{path}.slice_shape: expected 4 positive ints [S0, S1, kh, kw], got {self.slice_shape}")
+        if self.code_size < 1:
+            raise ConfigError(f"{path}.code_size: must be a positive int, got {self.code_size}")
+        from .models import resolve_targets
+        try:
+            resolve_targets(self.targets)
+        except ValueError as e:
+            raise ConfigError(f"{path}.targets: {e}") from None
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet20"
+    num_classes: int = 10
+    csg: Optional[CSGConfig] = None  # null: the original network
+
+    def validate(self, path: str) -> None:
+        from .models import list_models
+        if self.arch not in list_models():
+            raise ConfigError(f"{path}.arch: unknown arch {self.arch!r}; valid: {', '.join(list_models())}")
+        if self.num_classes < 1:
+            raise ConfigError(f"{path}.num_classes: must be >= 1, got {self.num_classes}")
+
+
+@dataclass
+class DataConfig:
+    name: Literal["cifar10", "cifar100", "imagefolder", "imagenet", "digits", "synthetic"] = "cifar10"
+    root: str = "data"
+    download: bool = False  # cifar10/100: fetch with torchvision if missing
+    preset: Literal["auto", "cifar", "imagenet", "digits", "none"] = "auto"  # augmentation + normalisation
+    image_size: Optional[int] = None  # imagenet crop (224) or synthetic side (32)
+    val_split: float = 0.0  # > 0: hold out this fraction of train (class-balanced) as the validation set
+    split_seed: int = 0
+    train_subset: Optional[int] = None  # use at most this many training images (class-balanced)
+    batch_size: int = 128
+    eval_batch_size: Optional[int] = None  # default: 2 x batch_size
+    workers: int = 2
+    synthetic_size: int = 1024  # synthetic: training images (the held-out split is a quarter of it)
+
+    def validate(self, path: str) -> None:
+        if not 0.0 <= self.val_split < 1.0:
+            raise ConfigError(f"{path}.val_split: must be in [0, 1), got {self.val_split}")
+        for key in ("batch_size", "eval_batch_size", "image_size", "train_subset", "synthetic_size"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{path}.{key}: must be >= 1, got {value}")
+        if self.workers < 0:
+            raise ConfigError(f"{path}.workers: must be >= 0, got {self.workers}")
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    decay_csg: bool = True  # weight decay on codes and generator (the authors: yes)
+    decay_norm: bool = True  # weight decay on norm weights and all biases (the authors: yes)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: Optional[float] = None  # max global grad norm
+
+    def validate(self, path: str) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"{path}.lr: must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ConfigError(f"{path}: weight_decay must be >= 0 and momentum in [0, 1)")
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ConfigError(f"{path}.nesterov: needs optim.name sgd and momentum > 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"{path}.betas: expected two values in [0, 1), got {self.betas}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"{path}.grad_clip: must be > 0, got {self.grad_clip}")
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["multistep", "cosine", "onecycle", "constant"] = "multistep"
+    milestones: list[float] = field(default_factory=lambda: [100, 150])  # epochs (multistep)
+    gamma: float = 0.1  # multistep factor
+    warmup_epochs: float = 0.0  # linear warmup from warmup_factor * lr (not with onecycle)
+    warmup_factor: float = 0.1
+    min_lr: float = 0.0  # cosine floor
+    pct_start: float = 0.3  # onecycle
+
+    def validate(self, path: str) -> None:
+        if self.warmup_epochs < 0 or not 0 < self.warmup_factor <= 1:
+            raise ConfigError(f"{path}: warmup_epochs must be >= 0 and warmup_factor in (0, 1]")
+        if sorted(self.milestones) != list(self.milestones) or any(m <= 0 for m in self.milestones):
+            raise ConfigError(f"{path}.milestones: must be increasing positive epochs, got {self.milestones}")
+        if not 0 < self.pct_start < 1 or self.gamma <= 0 or self.min_lr < 0:
+            raise ConfigError(f"{path}: pct_start must be in (0, 1), gamma > 0, min_lr >= 0")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N
+    seed: int = 0
+    label_smoothing: float = 0.0
+    checkpoint_every_steps: Optional[int] = None  # also write last.pt every N steps (mid-epoch)
+    log_every_steps: int = 50  # TensorBoard train scalars every N steps
+    progress: bool = True  # tqdm bar per epoch
+
+    def validate(self, path: str) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"{path}.epochs: must be >= 1, got {self.epochs}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"{path}.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+        if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 1:
+            raise ConfigError(f"{path}.checkpoint_every_steps: must be >= 1, got {self.checkpoint_every_steps}")
+        if self.log_every_steps < 1:
+            raise ConfigError(f"{path}.log_every_steps: must be >= 1, got {self.log_every_steps}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"{path}.device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Building typed configs from plain data
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an int", float: "a number", bool: "true/false", str: "a string", type(None): "null"}.get(
+        tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) == 1 or (isinstance(value, dict) and any(dataclasses.is_dataclass(a) for a in arms)):
+            arm = next((a for a in arms if dataclasses.is_dataclass(a)), arms[0]) if isinstance(value, dict) else arms[0]
+            return _convert(value, arm, path)
+        for arg in arms:
+            try:
+                return _convert(value, arg, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(tp)
+    if not ok:
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def from_dict(cls: type, data: Any, path: str = "config") -> Any:
+    """A validated ``cls`` instance from plain data; raises :class:`ConfigError` naming the bad key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path != "config" else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown key '{where}'{hint}")
+        kwargs[key] = _convert(value, hints[key], where)
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(path if path != "config" else cls.__name__.removesuffix("Config").lower())
+    return obj
+
+
+# --------------------------------------------------------------------------------------------------
+# Files and overrides
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (model, data, ...)")
+    return data
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_raw(path: str | os.PathLike, _seen: tuple = ()) -> dict:
+    """A YAML file merged over its ``base:`` chain (paths relative to the file that names them)."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must be a path string, got {base!r}")
+    return _merge(load_raw(path.parent / base, _seen + (path.resolve(),)), data)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set optim.lr=0.1")
+    key, _, text = item.partition("=")
+    keys = key.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+    return keys, value
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    data = _merge({}, data)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[keys[-1]] = value
+    return data
+
+
+def build_config(data: dict) -> Config:
+    cfg = from_dict(Config, data)
+    if cfg.data.name == "digits" and cfg.data.val_split == 0:
+        raise ConfigError("data.val_split: digits has no held-out split; set a fraction such as 0.2")
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Resolve a config file (or the defaults) with ``key=value`` overrides into a validated Config."""
+    data = load_raw(path) if path is not None else {}
+    return build_config(apply_overrides(data, overrides))

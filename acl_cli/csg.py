@@ -1,0 +1,262 @@
+"""The Convolutional Slice Generator (CSG) and the convolutions whose kernels it generates.
+
+Omidvar et al., "Associative Convolutional Layers", AISTATS 2021.
+
+One :class:`SliceGenerator` per model is a bias-free linear map ``code_size -> prod(slice_shape)``.
+Every :class:`GeneratedConv2d` owns a ``(num_slices, code_size)`` matrix of codes; each code becomes one
+slice of that layer's kernel. The generator is registered once, on the model's root, as ``csg``; layers
+hold an unregistered reference so ``state_dict()`` and ``parameters()`` list it exactly once.
+
+Kernels for the whole network come from one matrix product per forward pass (all codes concatenated):
+a forward pre-hook on the root generates them, the layers look theirs up. In ``eval()`` under
+``no_grad`` the kernels are cached until a parameter changes (tracked by tensor version counters).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+LAYOUTS = ("flat", "tile")
+GENERATOR_ATTR = "csg"  # where the generator lives on the model root
+
+# Every conv an architecture creates declares its role; a config picks which roles are generated.
+ROLES = ("stem", "block", "pointwise", "shortcut", "transition")
+AUTHORS_TARGETS = ("block",)  # k x k convs inside residual / dense blocks: what the authors generate
+
+
+class SliceGenerator(nn.Module):
+    """Shared bias-free linear map from a code (``code_size``) to one kernel slice (``slice_shape``).
+
+    ``slice_shape = (S0, S1, kh, kw)``: S0 output channels, S1 input channels, a kh x kw window.
+    ``layout`` says how a layer's slices assemble into its kernel (see :class:`GeneratedConv2d`).
+    """
+
+    def __init__(self, slice_shape: Sequence[int], code_size: int, layout: str = "flat") -> None:
+        super().__init__()
+        slice_shape = tuple(int(s) for s in slice_shape)
+        if len(slice_shape) != 4 or min(slice_shape) < 1:
+            raise ValueError(f"slice_shape must be 4 positive ints (S0, S1, kh, kw), got {list(slice_shape)}")
+        if int(code_size) < 1:
+            raise ValueError(f"code_size must be a positive int, got {code_size}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        self.slice_shape = slice_shape
+        self.code_size = int(code_size)
+        self.layout = layout
+        self.weight = nn.Parameter(torch.empty(math.prod(slice_shape), self.code_size))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default
+        # Plain attributes, not submodules: the layers belong to the model tree, not to the generator.
+        self.__dict__["layers"] = []
+        self.__dict__["_kernels"] = None  # kernels of the forward pass in progress
+        self.__dict__["_cache"] = None  # (state key, kernels) kept across eval passes
+
+    def extra_repr(self) -> str:
+        return f"slice_shape={list(self.slice_shape)}, code_size={self.code_size}, layout={self.layout}"
+
+    def register(self, layer: "GeneratedConv2d") -> int:
+        self.layers.append(layer)
+        self._cache = None
+        return len(self.layers) - 1
+
+    def generate(self) -> list[Tensor]:
+        """All kernels of the network, from one matrix product over every layer's codes."""
+        layers = self.layers
+        codes = torch.cat([layer.codes for layer in layers]) if len(layers) > 1 else layers[0].codes
+        slices = F.linear(codes, self.weight)
+        chunks = slices.split([layer.num_slices for layer in layers])
+        return [layer.assemble(chunk) for layer, chunk in zip(layers, chunks)]
+
+    def _state_key(self) -> tuple:
+        tensors = [self.weight, *(layer.codes for layer in self.layers)]
+        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+
+    def begin_pass(self) -> None:
+        """Generate (or reuse) the kernels for one forward pass of the model."""
+        if not self.layers:
+            return
+        cacheable = not (self.training or torch.is_grad_enabled() or torch.compiler.is_compiling())
+        if not cacheable:
+            self._cache = None  # back in training: never reuse kernels generated before a step
+            self._kernels = self.generate()
+            return
+        key = self._state_key()
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self.generate())
+        self._kernels = self._cache[1]
+
+    def end_pass(self) -> None:
+        self._kernels = None
+
+    def kernel(self, layer: "GeneratedConv2d") -> Tensor:
+        if self._kernels is not None:
+            return self._kernels[layer.index]
+        # Called outside a model forward (a layer used on its own): generate just this kernel.
+        return layer.assemble(F.linear(layer.codes, self.weight))
+
+    def __deepcopy__(self, memo):
+        # Copy the pass/caches as empty: cached tensors belong to the original's parameters.
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            new.__dict__[k] = None if k in ("_kernels", "_cache") else copy.deepcopy(v, memo)
+        return new
+
+
+class GeneratedConv2d(nn.Module):
+    """A conv that behaves like ``nn.Conv2d`` (groups=1) but whose kernel comes from codes.
+
+    The layer has ``num_slices = ceil(out/S0) * ceil(in/S1)`` codes. Each generates ``prod(slice_shape)``
+    values; the kernel is assembled on a padded ``(ceil(out/S0)*S0, ceil(in/S1)*S1, kh, kw)`` grid and
+    cropped to ``[:out, :in]``:
+
+    * ``flat``: the authors' rule: the slices laid end to end and reshaped row-major, so a "slice" is a
+      contiguous chunk of the flattened kernel and the crop can leave whole codes unused.
+    * ``tile``: code ``(i, j)`` (row-major) is the block of output channels ``i*S0...`` and input channels
+      ``j*S1...``, as the paper describes; no code is unused unless a whole block is padding.
+
+    The authors size ``num_slices`` with ``ceil(in/S0) * ceil(out/S1)``, which only fits their reshape for
+    square slices; we use the consistent ``ceil(out/S0) * ceil(in/S1)``, identical for square slices.
+    """
+
+    def __init__(
+        self,
+        generator: SliceGenerator,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        s0, s1, kh, kw = generator.slice_shape
+        if _pair(kernel_size) != (kh, kw):
+            raise ValueError(f"kernel {_pair(kernel_size)} does not match the slice window {(kh, kw)}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = (kh, kw)
+        self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+        self.grid = (math.ceil(out_channels / s0), math.ceil(in_channels / s1))
+        self.num_slices = self.grid[0] * self.grid[1]
+        self.codes = nn.Parameter(torch.randn(self.num_slices, generator.code_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.__dict__["generator"] = generator  # unregistered: the model root owns it
+        self.index = generator.register(self)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, slices={self.num_slices}, bias={self.bias is not None}")
+
+    def assemble(self, slices: Tensor) -> Tensor:
+        """``(num_slices, prod(slice_shape))`` generated slices -> ``(out, in, kh, kw)`` kernel."""
+        s0, s1, kh, kw = self.generator.slice_shape
+        gi, gj = self.grid
+        if self.generator.layout == "flat":
+            kernel = slices.reshape(gi * s0, gj * s1, kh, kw)
+        else:
+            kernel = slices.reshape(gi, gj, s0, s1, kh, kw).transpose(1, 2).reshape(gi * s0, gj * s1, kh, kw)
+        return kernel[: self.out_channels, : self.in_channels]
+
+    @property
+    def weight(self) -> Tensor:
+        """The generated kernel (with autograd), as ``nn.Conv2d.weight`` would hold it."""
+        return self.assemble(F.linear(self.codes, self.generator.weight))
+
+    def unused_codes(self) -> int:
+        """How many codes never reach the kernel (none in the tile layout unless a block is all padding)."""
+        s0, s1, kh, kw = self.generator.slice_shape
+        gi, gj = self.grid
+        used = torch.zeros(gi * s0, gj * s1, kh, kw, dtype=torch.bool)
+        used[: self.out_channels, : self.in_channels] = True
+        if self.generator.layout == "flat":
+            per_code = used.reshape(self.num_slices, -1)
+        else:
+            per_code = used.reshape(gi, s0, gj, s1, kh, kw).transpose(1, 2).reshape(self.num_slices, -1)
+        return int((~per_code.any(dim=1)).sum())
+
+    def forward(self, x: Tensor) -> Tensor:
+        kernel = self.generator.kernel(self)
+        return F.conv2d(x, kernel, self.bias, self.stride, self.padding, self.dilation)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Conv factories: architectures call ``conv(in, out, k, stride=, padding=, bias=, role=)`` and never
+# know whether the result is generated.
+
+ConvFactory = Callable[..., nn.Module]
+
+
+def plain_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+               bias: bool = False, role: str = "block") -> nn.Module:
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+
+
+class GeneratedConvFactory:
+    """Generates the convs whose role is in ``targets`` and whose window matches the slice's kh x kw."""
+
+    def __init__(self, generator: SliceGenerator, targets: Iterable[str] = AUTHORS_TARGETS) -> None:
+        self.generator = generator
+        self.targets = frozenset(targets)
+
+    def __call__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, bias: bool = False, role: str = "block") -> nn.Module:
+        if role in self.targets and _pair(kernel_size) == self.generator.slice_shape[2:]:
+            return GeneratedConv2d(self.generator, in_channels, out_channels, kernel_size, stride, padding,
+                                   bias=bias)
+        return plain_conv(in_channels, out_channels, kernel_size, stride, padding, bias, role)
+
+
+def _begin_pass(module: nn.Module, args) -> None:
+    getattr(module, GENERATOR_ATTR).begin_pass()
+
+
+def _end_pass(module: nn.Module, args, output) -> None:
+    getattr(module, GENERATOR_ATTR).end_pass()
+
+
+def attach_generator(model: nn.Module, generator: SliceGenerator) -> nn.Module:
+    """Register the generator once on the model root and generate all kernels at each forward."""
+    model.add_module(GENERATOR_ATTR, generator)
+    model.register_forward_pre_hook(_begin_pass)
+    model.register_forward_hook(_end_pass, always_call=True)
+    return model
+
+
+def find_generator(model: nn.Module) -> SliceGenerator | None:
+    generator = getattr(model, GENERATOR_ATTR, None)
+    return generator if isinstance(generator, SliceGenerator) else None
+
+
+def generated_convs(model: nn.Module) -> list[tuple[str, GeneratedConv2d]]:
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, GeneratedConv2d)]
+
+
+@torch.no_grad()
+def materialize(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every generated conv replaced by an ``nn.Conv2d`` holding its kernel."""
+    generator = find_generator(model)
+    if generator is None:
+        return copy.deepcopy(model)
+    kernels = dict(zip(map(id, generator.layers), generator.generate()))
+    plain = copy.deepcopy(model)
+    for name, layer in generated_convs(model):
+        conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                         layer.dilation, bias=layer.bias is not None)
+        conv = conv.to(device=layer.codes.device, dtype=layer.codes.dtype)
+        conv.weight.copy_(kernels[id(layer)])
+        if layer.bias is not None:
+            conv.bias.copy_(layer.bias)
+        parent_name, _, child = name.rpartition(".")
+        setattr(plain.get_submodule(parent_name), child, conv)
+    delattr(plain, GENERATOR_ATTR)
+    for hooks, fn in ((plain._forward_pre_hooks, _begin_pass), (plain._forward_hooks, _end_pass)):
+        for key in [k for k, h in hooks.items() if h is fn]:
+            del hooks[key]
+            plain._forward_hooks_always_called.pop(key, None)
+    return plain

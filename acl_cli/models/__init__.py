@@ -1,0 +1,85 @@
+"""The model zoo: each architecture written once, its convs made by an injected factory."""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from ..csg import AUTHORS_TARGETS, ROLES, GeneratedConvFactory, SliceGenerator, attach_generator
+from .registry import MODELS, AuthorsCSGInit, ModelEntry, register_model
+from . import cifar_resnet, densenet_bc, imagenet_densenet, imagenet_resnet  # noqa: F401  (registers)
+
+__all__ = ["MODELS", "create_model", "get_model_entry", "list_models", "register_model", "resolve_targets"]
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def get_model_entry(arch: str) -> ModelEntry:
+    try:
+        return MODELS[arch]
+    except KeyError:
+        raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(list_models())}") from None
+
+
+def resolve_targets(targets: str | list[str]) -> tuple[str, ...]:
+    """``"authors"`` -> the authors' choice, ``"all"`` -> every role, or an explicit list of roles."""
+    if targets == "authors":
+        return AUTHORS_TARGETS
+    if targets == "all":
+        return ROLES
+    roles = [targets] if isinstance(targets, str) else list(targets)
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown or not roles:
+        raise ValueError(f"unknown conv role(s) {unknown}; valid: authors, all, or a list of {', '.join(ROLES)}")
+    return tuple(roles)
+
+
+def create_model(arch: str, num_classes: int = 10, csg: Any = None) -> nn.Module:
+    """Build a registered architecture, original (``csg=None``) or with generated convs.
+
+    ``csg`` is a :class:`acl_cli.config.CSGConfig` or a mapping with ``slice_shape``, ``code_size`` and
+    optionally ``layout``, ``targets``, ``init``.
+    """
+    entry = get_model_entry(arch)
+    if csg is None:
+        return entry.constructor(num_classes=num_classes)
+    spec = dict(csg) if isinstance(csg, Mapping) else vars(csg)
+    generator = SliceGenerator(spec["slice_shape"], spec["code_size"], spec.get("layout", "flat"))
+    factory = GeneratedConvFactory(generator, resolve_targets(spec.get("targets", "authors")))
+    model = entry.constructor(num_classes=num_classes, conv=factory)
+    if not generator.layers:
+        raise ValueError(f"{arch}: no conv of the targeted roles has a {generator.slice_shape[2]}x"
+                         f"{generator.slice_shape[3]} kernel, so nothing would be generated")
+    attach_generator(model, generator)
+    init_csg(generator, spec.get("init", "authors"), entry.csg_init)
+    return model
+
+
+@torch.no_grad()
+def init_csg(generator: SliceGenerator, scheme: str, authors: AuthorsCSGInit) -> None:
+    """Initialise the generator as the authors did, then the codes by ``scheme``.
+
+    * ``authors``: codes ~ N(authors.code_mean, 1): for the CIFAR ResNet their ``normal_(1/1000)``, which
+      is mean 0.001 and std 1 (not std 0.001); elsewhere ``randn``. Kernels then have a large variance that
+      BatchNorm absorbs.
+    * ``scaled``: codes ~ N(0, s^2) with s per layer such that the generated kernel has the variance of a
+      He (fan-out) initialised plain conv, 2 / (kh*kw*out).
+    """
+    if authors.generator == "kaiming_normal":
+        torch.nn.init.kaiming_normal_(generator.weight)
+    if scheme == "authors":
+        for layer in generator.layers:
+            layer.codes.normal_(authors.code_mean, 1.0)
+    elif scheme == "scaled":
+        w = generator.weight
+        w_rms = 1.0 if w.is_meta else float(w.pow(2).mean().sqrt())
+        kh, kw = generator.slice_shape[2:]
+        for layer in generator.layers:
+            kernel_std = math.sqrt(2.0 / (kh * kw * layer.out_channels))
+            layer.codes.normal_(0.0, kernel_std / (math.sqrt(generator.code_size) * w_rms))
+    else:
+        raise ValueError(f"unknown CSG init {scheme!r}; valid: authors, scaled")

@@ -1,0 +1,182 @@
+"""Parameter reports: totals, a breakdown by kind, compression against the original twin, unused codes."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .csg import GeneratedConv2d, SliceGenerator, find_generator
+
+KINDS = ("generator", "codes", "conv", "norm", "classifier", "other")
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+@dataclass
+class LayerRow:
+    name: str
+    shape: list[int]  # (out, in, kh, kw)
+    generated: bool
+    slices: int
+    params: int
+
+
+@dataclass
+class ParamReport:
+    arch: str
+    csg: dict | None
+    total: int
+    trainable: int
+    frozen: int
+    by_kind: dict[str, int]
+    original_total: int
+    compression: float  # original_total / total
+    num_codes: int = 0
+    unused_codes: int = 0
+    unused_code_params: int = 0
+    layers: list[LayerRow] = field(default_factory=list)
+
+    def to_dict(self, per_layer: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not per_layer:
+            d.pop("layers")
+        return d
+
+
+def _kind(module: nn.Module, name: str) -> str:
+    if isinstance(module, SliceGenerator):
+        return "generator"
+    if isinstance(module, GeneratedConv2d):
+        return "codes" if name == "codes" else "conv"
+    if isinstance(module, nn.Conv2d):
+        return "conv"
+    if isinstance(module, _NORMS):
+        return "norm"
+    if isinstance(module, nn.Linear):
+        return "classifier"
+    return "other"
+
+
+def count_by_kind(model: nn.Module) -> tuple[dict[str, int], int, int]:
+    """Parameters by kind, each tensor counted once; also (trainable, frozen)."""
+    by_kind = dict.fromkeys(KINDS, 0)
+    seen: set[int] = set()
+    trainable = frozen = 0
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            by_kind[_kind(module, name)] += p.numel()
+            if p.requires_grad:
+                trainable += p.numel()
+            else:
+                frozen += p.numel()
+    return by_kind, trainable, frozen
+
+
+def conv_rows(model: nn.Module) -> list[LayerRow]:
+    rows = []
+    for name, m in model.named_modules():
+        if isinstance(m, GeneratedConv2d):
+            shape = [m.out_channels, m.in_channels, *m.kernel_size]
+            params = m.codes.numel() + (m.bias.numel() if m.bias is not None else 0)
+            rows.append(LayerRow(name, shape, True, m.num_slices, params))
+        elif isinstance(m, nn.Conv2d):
+            params = sum(p.numel() for p in m.parameters(recurse=False))
+            rows.append(LayerRow(name, list(m.weight.shape), False, 0, params))
+    return rows
+
+
+def parameter_report(model: nn.Module, original: nn.Module, arch: str = "", csg: dict | None = None) -> ParamReport:
+    by_kind, trainable, frozen = count_by_kind(model)
+    total = trainable + frozen
+    original_total = sum(count_by_kind(original)[1:])
+    report = ParamReport(arch, csg, total, trainable, frozen, by_kind, original_total,
+                         round(original_total / total, 4), layers=conv_rows(model))
+    generator = find_generator(model)
+    if generator is not None:
+        report.num_codes = sum(layer.num_slices for layer in generator.layers)
+        report.unused_codes = sum(layer.unused_codes() for layer in generator.layers)
+        report.unused_code_params = report.unused_codes * generator.code_size
+    return report
+
+
+def report_for_config(model_cfg, model: nn.Module | None = None) -> ParamReport:
+    """The report for a ``ModelConfig``; builds the models on the meta device (no memory, no init cost)."""
+    from .models import create_model
+
+    csg = None if model_cfg.csg is None else asdict(model_cfg.csg)
+    with torch.device("meta"):
+        if model is None:
+            model = create_model(model_cfg.arch, model_cfg.num_classes, csg)
+        original = create_model(model_cfg.arch, model_cfg.num_classes, None)
+    return parameter_report(model, original, model_cfg.arch, csg)
+
+
+# --------------------------------------------------------------------------------------------------
+# Formatting
+
+
+def _summary_rows(r: ParamReport) -> list[tuple[str, str]]:
+    rows = [("arch", r.arch)]
+    if r.csg:
+        rows.append(("csg", f"slice {'x'.join(map(str, r.csg['slice_shape']))}, code {r.csg['code_size']}, "
+                            f"{r.csg['layout']} layout"))
+    rows += [("total", f"{r.total:,}"), ("trainable", f"{r.trainable:,}"), ("frozen", f"{r.frozen:,}")]
+    rows += [(f"  {k}", f"{v:,}") for k, v in r.by_kind.items() if v]
+    rows += [("original total", f"{r.original_total:,}"), ("compression", f"{r.compression:.2f}x")]
+    if r.csg:
+        rows.append(("codes", f"{r.num_codes:,}"))
+        rows.append(("unused codes", f"{r.unused_codes:,} ({r.unused_code_params:,} params never reach a kernel)"))
+    return rows
+
+
+def _layer_table(r: ParamReport) -> list[list[str]]:
+    return [[row.name, "x".join(map(str, row.shape)), "generated" if row.generated else "plain",
+             str(row.slices), f"{row.params:,}"] for row in r.layers]
+
+
+def format_report(r: ParamReport, fmt: str = "table", per_layer: bool = False) -> str:
+    if fmt == "json":
+        return json.dumps(r.to_dict(per_layer), indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["key", "value"])
+        flat = r.to_dict()
+        by_kind = flat.pop("by_kind")
+        csg = flat.pop("csg") or {}
+        for k, v in flat.items():
+            w.writerow([k, v])
+        for k, v in csg.items():
+            w.writerow([f"csg.{k}", v])
+        for k, v in by_kind.items():
+            w.writerow([f"by_kind.{k}", v])
+        if per_layer:
+            w.writerow([])
+            w.writerow(["layer", "shape", "type", "slices", "params"])
+            for row in r.layers:
+                w.writerow([row.name, "x".join(map(str, row.shape)), "generated" if row.generated else "plain",
+                            row.slices, row.params])
+        return buf.getvalue().rstrip("\n")
+    header = ["layer", "shape", "type", "slices", "params"]
+    if fmt == "markdown":
+        lines = ["| | |", "|---|---|"] + [f"| {k.strip()} | {v} |" for k, v in _summary_rows(r)]
+        if per_layer:
+            lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(row) + " |" for row in _layer_table(r)]
+        return "\n".join(lines)
+    width = max(len(k) for k, _ in _summary_rows(r))
+    lines = [f"{k:<{width}}  {v}" for k, v in _summary_rows(r)]
+    if per_layer:
+        table = [header] + _layer_table(r)
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        lines.append("")
+        for row in table:
+            lines.append("  ".join(c.rjust(w) if i == 4 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    return "\n".join(lines)
