@@ -100,6 +100,94 @@ def count_params(config_path, overrides, arch, num_classes, slice_shape, code_si
     click.echo(format_report(report_for_config(cfg.model), fmt, per_layer))
 
 
+def _run_dir_default(config_path: str | None) -> str:
+    from pathlib import Path
+    return str(Path("runs") / (Path(config_path).stem if config_path else "run"))
+
+
+@main.command()
+@config_option
+@set_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory (default: runs/<config name>).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+              help="Continue the run in this directory from its last.pt, exactly where it stopped.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+def train(config_path, overrides, out_dir, resume_dir, overwrite):
+    """Train a model from a YAML config; logs, checkpoints and reports go to the run directory.
+
+    \b
+    Examples:
+      acl train --config configs/quickstart.yaml
+      acl train --config configs/cifar10/resnet56_csg_12_72.yaml --set data.root=~/data --out runs/r56
+      acl train --resume runs/r56 --set train.epochs=300
+    """
+    from .engine import TrainingInterrupted, resume_config, train as run_training
+
+    if resume_dir:
+        if config_path or out_dir or overwrite:
+            raise ConfigError("--resume takes the config from the run's checkpoint; drop --config/--out/--overwrite")
+        cfg, run_dir = resume_config(resume_dir, overrides), resume_dir
+    else:
+        if not config_path:
+            raise ConfigError("give --config FILE (or --resume RUN_DIR); try configs/quickstart.yaml")
+        cfg, run_dir = load_config(config_path, overrides), out_dir or _run_dir_default(config_path)
+    try:
+        run_training(cfg, run_dir, resume=bool(resume_dir), overwrite=overwrite, log=click.echo)
+    except TrainingInterrupted as e:
+        click.echo(str(e), err=True)
+        sys.exit(130)
+
+
+@main.command("eval")
+@click.argument("checkpoint", type=click.Path())
+@set_option
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="val", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=int, help="Evaluation batch size.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def eval_cmd(checkpoint, overrides, split, device, batch_size, fmt):
+    """Evaluate a checkpoint (a file, or a run directory: its best.pt) on a data split.
+
+    \b
+    Examples:
+      acl eval runs/quickstart
+      acl eval runs/r56/last.pt --split test --format json
+      acl eval runs/r56 --set data.name=imagefolder --set data.root=/data/cifar-jpeg --split test
+    """
+    from .engine import evaluate_checkpoint
+
+    overrides = (*overrides, "train.progress=false") if fmt == "json" else overrides
+    m = evaluate_checkpoint(checkpoint, split, overrides, device, batch_size)
+    if fmt == "json":
+        click.echo(json.dumps(m))
+    else:
+        click.echo(f"{split}: top1 {m['top1']:.2f}%  top5 {m['top5']:.2f}%  loss {m['loss']:.4f}  "
+                   f"samples {m['samples']:,}  params {m['params']:,}")
+
+
+@main.group("config")
+def config_group():
+    """Inspect experiment configs.
+
+    \b
+    Example:
+      acl config show --config configs/quickstart.yaml --set optim.lr=0.1
+    """
+
+
+@config_group.command("show")
+@config_option
+@set_option
+def config_show(config_path, overrides):
+    """Print the fully resolved config (bases merged, overrides applied, defaults filled in).
+
+    \b
+    Example:
+      acl config show --config configs/cifar10/resnet20_csg_16_72.yaml
+    """
+    click.echo(load_config(config_path, overrides).to_yaml(), nl=False)
+
+
 @main.command("list-models")
 def list_models_cmd():
     """List the registered architectures.

@@ -1,0 +1,318 @@
+"""Datasets, preprocessing presets and loaders.
+
+Training batches come from :class:`EpochBatchSampler`: the order of an epoch and the augmentation seed of
+every sample are pure functions of ``(seed, epoch)``, so a run resumed mid-epoch sees exactly the batches
+and crops an uninterrupted run would, whatever the number of loader workers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from .config import DataConfig
+from .errors import UserError
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the authors' values
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+# --------------------------------------------------------------------------------------------------
+# Preprocessing presets
+
+
+def build_transform(preset: str, train: bool, image_size: int | None = None) -> Callable:
+    to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    if preset == "cifar":
+        size = image_size or 32
+        aug = [v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip()] if train else []
+        return v2.Compose([v2.ToImage(), *aug, v2.ToDtype(torch.float32, scale=True), v2.Normalize(CIFAR_MEAN, CIFAR_STD)])
+    if preset == "digits":  # no flips: a mirrored digit is another glyph
+        aug = [v2.RandomCrop(image_size or 32, padding=2)] if train else []
+        return v2.Compose([v2.ToImage(), *aug, v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.5] * 3)])
+    if preset == "imagenet":
+        size = image_size or 224
+        if train:
+            geometry = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+        else:
+            geometry = [v2.Resize(round(size * 256 / 224), antialias=True), v2.CenterCrop(size)]
+        return v2.Compose([v2.ToImage(), *geometry, *to_float[1:], v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return v2.Compose(to_float)
+
+
+# --------------------------------------------------------------------------------------------------
+# Raw datasets (images without transforms; ``targets`` lists every label)
+
+
+class TensorImages(Dataset):
+    """Images held in memory as a uint8 ``(N, 3, H, W)`` tensor."""
+
+    def __init__(self, images: torch.Tensor, targets: Sequence[int], classes: list[str]):
+        self.images, self.targets, self.classes = images, list(targets), classes
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.targets[i]
+
+
+class SyntheticImages(Dataset):
+    """Random images whose label is learnable: each class adds its own fixed pattern to the noise."""
+
+    def __init__(self, size: int, image_size: int, num_classes: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.patterns = torch.randn(num_classes, 3, image_size, image_size, generator=g) * 40
+        self.targets = [i % num_classes for i in range(size)]
+        self.classes = [f"class{i}" for i in range(num_classes)]
+        self.seed, self.image_size = seed, image_size
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        noise = torch.randn(3, self.image_size, self.image_size, generator=g) * 40 + 128
+        return (noise + self.patterns[self.targets[i]]).clamp(0, 255).to(torch.uint8), self.targets[i]
+
+
+def load_digits_images() -> TensorImages:
+    """scikit-learn's bundled handwritten digits (1,797 real 8x8 images) as 32x32 RGB uint8."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) * (255.0 / 16.0)
+    images = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
+    images = images.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    return TensorImages(images, digits.target.tolist(), [str(c) for c in range(10)])
+
+
+def _torchvision_cifar(cfg: DataConfig, train: bool):
+    cls = datasets.CIFAR10 if cfg.name == "cifar10" else datasets.CIFAR100
+    try:
+        return cls(cfg.root, train=train, download=cfg.download)
+    except RuntimeError:
+        folder = Path(cfg.root) / cls.base_folder
+        raise UserError(f"{cfg.name} not found in {folder}: set data.download: true to fetch it, "
+                        f"or data.root to the folder that holds {cls.base_folder}") from None
+
+
+def _image_folder(root: Path, what: str) -> datasets.ImageFolder:
+    try:
+        return datasets.ImageFolder(str(root))
+    except (FileNotFoundError, OSError) as e:
+        raise UserError(f"cannot read the {what} image folder {root}: {e}".split("\n")[0]) from None
+
+
+@dataclass
+class RawSplits:
+    train: Dataset
+    test: Dataset | None  # the dataset's own held-out split, if it has one
+    preset: str
+    classes: list[str]
+
+
+def _first_image_side(root: Path) -> int | None:
+    from PIL import Image
+
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            with Image.open(path) as im:
+                return max(im.size)
+    return None
+
+
+def load_raw_splits(cfg: DataConfig, num_classes: int) -> RawSplits:
+    name = cfg.name
+    if name in ("cifar10", "cifar100"):
+        train = _torchvision_cifar(cfg, True)
+        return RawSplits(train, _torchvision_cifar(cfg, False), "cifar", list(train.classes))
+    if name == "digits":
+        return RawSplits(load_digits_images(), None, "digits", [str(c) for c in range(10)])
+    if name == "synthetic":
+        side = cfg.image_size or 32
+        train = SyntheticImages(cfg.synthetic_size, side, num_classes, seed=1)
+        test = SyntheticImages(max(1, cfg.synthetic_size // 4), side, num_classes, seed=2)
+        test.patterns = train.patterns  # same classes, fresh noise
+        return RawSplits(train, test, "none", train.classes)
+    root = Path(cfg.root)
+    if not (root / "train").is_dir():
+        raise UserError(f"{name}: no training folder at {root / 'train'} (expected {root}/train/<class>/<image>)")
+    train = _image_folder(root / "train", "training")
+    held_out = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
+    test = _image_folder(held_out, "held-out") if held_out else None
+    if test is not None and test.classes != train.classes:
+        raise UserError(f"{held_out} has classes {test.classes[:5]}... that differ from {root / 'train'}")
+    if name == "imagenet":
+        preset = "imagenet"
+    else:  # small images (CIFAR-like folders) get the CIFAR recipe
+        side = _first_image_side(root / "train")
+        preset = "cifar" if side is not None and side <= 64 else "imagenet"
+    return RawSplits(train, test, preset, list(train.classes))
+
+
+# --------------------------------------------------------------------------------------------------
+# Splits
+
+
+def balanced_split(targets: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Class-balanced (train, held-out) indices: ``round(fraction * n_c)`` of each class held out."""
+    g = torch.Generator().manual_seed(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, t in enumerate(targets):
+        by_class.setdefault(int(t), []).append(i)
+    train, held = [], []
+    for c in sorted(by_class):
+        idx = by_class[c]
+        order = [idx[j] for j in torch.randperm(len(idx), generator=g).tolist()]
+        k = round(fraction * len(idx))
+        held += order[:k]
+        train += order[k:]
+    return sorted(train), sorted(held)
+
+
+def balanced_subset(indices: Sequence[int], targets: Sequence[int], limit: int, seed: int) -> list[int]:
+    """At most ``limit`` of ``indices``, as evenly spread over the classes as possible."""
+    if limit >= len(indices):
+        return list(indices)
+    g = torch.Generator().manual_seed(seed + 1)
+    shuffled = [indices[j] for j in torch.randperm(len(indices), generator=g).tolist()]
+    by_class: dict[int, list[int]] = {}
+    for i in shuffled:
+        by_class.setdefault(int(targets[i]), []).append(i)
+    picked, queues = [], [by_class[c] for c in sorted(by_class)]
+    while len(picked) < limit:  # round-robin over classes
+        for q in queues:
+            if q and len(picked) < limit:
+                picked.append(q.pop(0))
+    return sorted(picked)
+
+
+class SplitDataset(Dataset):
+    """A view of a raw dataset: some indices, one transform.
+
+    A key may be ``(position, seed)``: the transform then draws its randomness from ``seed`` alone (the
+    process's own RNG is left as it was), which makes augmentation reproducible on resume.
+    """
+
+    def __init__(self, base: Dataset, indices: Sequence[int], transform: Callable):
+        self.base, self.indices, self.transform = base, list(indices), transform
+        targets = base.targets
+        self.targets = [int(targets[i]) for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            position, seed = key
+            image, target = self.base[self.indices[position]]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.transform(image), target
+        image, target = self.base[self.indices[key]]
+        return self.transform(image), target
+
+
+@dataclass
+class DataSplits:
+    train: SplitDataset
+    val: SplitDataset
+    test: SplitDataset | None
+    preset: str
+    classes: list[str]
+
+    def get(self, split: str) -> SplitDataset:
+        ds = getattr(self, split)
+        if ds is None:
+            raise UserError(f"this dataset has no {split} split; use --split val")
+        return ds
+
+
+def build_splits(cfg: DataConfig, num_classes: int) -> DataSplits:
+    """train / val / test views. ``val`` is carved from train when ``val_split > 0``, else the held-out set."""
+    raw = load_raw_splits(cfg, num_classes)
+    if len(raw.classes) > num_classes:
+        raise UserError(f"{cfg.name} has {len(raw.classes)} classes but model.num_classes is {num_classes}")
+    preset = raw.preset if cfg.preset == "auto" else cfg.preset
+    train_tf, eval_tf = build_transform(preset, True, cfg.image_size), build_transform(preset, False, cfg.image_size)
+    targets = raw.train.targets
+    if cfg.val_split > 0:
+        train_idx, val_idx = balanced_split(targets, cfg.val_split, cfg.split_seed)
+    elif raw.test is not None:
+        train_idx, val_idx = list(range(len(targets))), None
+    else:
+        raise UserError(f"{cfg.name} at {cfg.root} has no held-out split: set data.val_split (e.g. 0.1)")
+    if cfg.train_subset is not None:
+        train_idx = balanced_subset(train_idx, targets, cfg.train_subset, cfg.split_seed)
+    test = SplitDataset(raw.test, range(len(raw.test)), eval_tf) if raw.test is not None else None
+    val = SplitDataset(raw.train, val_idx, eval_tf) if val_idx is not None else test
+    return DataSplits(SplitDataset(raw.train, train_idx, train_tf), val, test, preset, raw.classes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sampling and loading
+
+
+class EpochBatchSampler(Sampler):
+    """Training batches of ``(position, sample_seed)``; deterministic per ``(seed, epoch)``, resumable.
+
+    Incomplete last batches are dropped (BatchNorm needs more than one sample). With ``world_size > 1``
+    every rank takes an equal, disjoint share of each epoch's permutation.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+        if len(self) == 0:
+            raise UserError(f"the training set has {size} images, fewer than one batch of {batch_size} per "
+                            f"process; lower data.batch_size")
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start = epoch, start_batch
+
+    def batches_per_epoch(self) -> int:
+        return self.size // (self.batch_size * self.world_size)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch() - self.start
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=g)
+        seeds = torch.randint(0, 2**62, (self.size,), generator=g)
+        n = self.batches_per_epoch() * self.batch_size
+        mine_pos = order[self.rank :: self.world_size][:n].tolist()
+        mine_seed = seeds[self.rank :: self.world_size][:n].tolist()
+        for b in range(self.start, self.batches_per_epoch()):
+            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            yield list(zip(mine_pos[sl], mine_seed[sl]))
+
+
+def _loader_kwargs(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"num_workers": cfg.workers, "pin_memory": device.type == "cuda"}
+    if cfg.workers > 0:
+        kwargs.update(persistent_workers=True, prefetch_factor=4)
+    return kwargs
+
+
+def train_loader(ds: SplitDataset, cfg: DataConfig, seed: int, device: torch.device) -> DataLoader:
+    sampler = EpochBatchSampler(len(ds), cfg.batch_size, seed)
+    return DataLoader(ds, batch_sampler=sampler, **_loader_kwargs(cfg, device))
+
+
+def eval_loader(ds: SplitDataset, cfg: DataConfig, device: torch.device) -> DataLoader:
+    batch = cfg.eval_batch_size or 2 * cfg.batch_size
+    return DataLoader(ds, batch_size=batch, shuffle=False, **_loader_kwargs(cfg, device))
+
+
+__all__ = ["DataSplits", "EpochBatchSampler", "SplitDataset", "balanced_split", "build_splits", "build_transform",
+           "eval_loader", "load_digits_images", "train_loader"]

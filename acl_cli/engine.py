@@ -1,0 +1,376 @@
+"""Training and evaluation: config -> model and data -> loop -> logs and checkpoints."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import Config, OptimConfig, ScheduleConfig, build_config
+from .csg import GeneratedConv2d, SliceGenerator
+from .data import DataSplits, build_splits, eval_loader, train_loader
+from .errors import UserError
+from .models import create_model
+from .params import format_report, report_for_config
+
+METRIC_FIELDS = ["epoch", "step", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
+                 "epoch_time", "img_s"]
+
+
+class TrainingInterrupted(UserError):
+    """Raised after a clean stop (signal or step budget) once ``last.pt`` is written."""
+
+    def __init__(self, message: str, run_dir: Path):
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device is {name!r} but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: Config) -> nn.Module:
+    csg = None if cfg.model.csg is None else asdict(cfg.model.csg)
+    try:
+        return create_model(cfg.model.arch, cfg.model.num_classes, csg)
+    except ValueError as e:
+        raise UserError(f"model: {e}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Optimizer and schedule
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
+    """Split parameters into decayed and not decayed per ``decay_csg`` / ``decay_norm``."""
+    decay, no_decay, seen = [], [], set()
+    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if id(p) in seen or not p.requires_grad:
+                continue
+            seen.add(id(p))
+            is_csg = isinstance(module, SliceGenerator) or (isinstance(module, GeneratedConv2d) and name == "codes")
+            is_norm_or_bias = isinstance(module, norms) or name == "bias"
+            skip = (is_csg and not cfg.decay_csg) or (is_norm_or_bias and not cfg.decay_norm)
+            (no_decay if skip else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def build_scheduler(optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch: int):
+    """A per-step schedule; milestones and warmup are given in epochs."""
+    lrs = torch.optim.lr_scheduler
+    total = epochs * steps_per_epoch
+    if cfg.name == "onecycle":
+        if cfg.warmup_epochs:
+            raise UserError("schedule.warmup_epochs: onecycle has its own warmup (schedule.pct_start)")
+        max_lr = [g["lr"] for g in optimizer.param_groups]
+        return lrs.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=cfg.pct_start)
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total)
+    if cfg.name == "multistep":
+        milestones = [max(1, round(m * steps_per_epoch) - warmup) for m in cfg.milestones]
+        main = lrs.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
+    elif cfg.name == "cosine":
+        main = lrs.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup), eta_min=cfg.min_lr)
+    else:
+        main = lrs.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if warmup == 0:
+        return main
+    ramp = lrs.LinearLR(optimizer, start_factor=cfg.warmup_factor, end_factor=1.0, total_iters=warmup)
+    return lrs.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _topk_correct(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
+    k = min(k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    return (top == targets[:, None]).any(dim=1).sum()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, progress: bool = False) -> dict[str, float]:
+    """Loss, top-1 and top-5 (percent) and the sample count over a whole loader."""
+    model.eval()
+    loss = torch.zeros((), device=device, dtype=torch.float64)
+    top1 = torch.zeros((), device=device, dtype=torch.long)
+    top5 = torch.zeros((), device=device, dtype=torch.long)
+    n = 0
+    for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)
+        loss += F.cross_entropy(logits.float(), y, reduction="sum")
+        top1 += _topk_correct(logits, y, 1)
+        top5 += _topk_correct(logits, y, 5)
+        n += y.numel()
+    if n == 0:
+        raise UserError("the evaluation split is empty")
+    return {"loss": loss.item() / n, "top1": 100.0 * top1.item() / n, "top5": 100.0 * top5.item() / n, "samples": n}
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[dict]:
+    """First SIGINT/SIGTERM asks the loop to stop after the current step; a second Ctrl-C stops at once."""
+    flag = {"stop": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag["stop"] = signal.Signals(signum).name
+        print(f"\n{flag['stop']} received: stopping after this step (Ctrl-C again to quit at once)",
+              file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise UserError(f"cannot resume: {run_dir / 'last.pt'} does not exist")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise UserError(f"run directory {run_dir} already exists; use --resume {run_dir} to continue it, "
+                            "--overwrite to replace it, or --out for another folder")
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create run directory {run_dir}: {e.strerror}") from None
+
+
+def _rewrite_metrics(path: Path, keep_epochs: int) -> None:
+    """On resume, drop rows of epochs the checkpoint had not finished (they are run again)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= keep_epochs]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def resume_config(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> Config:
+    """The config stored in a run's ``last.pt``, with overrides (e.g. more epochs) applied."""
+    from .config import apply_overrides
+
+    state = load_checkpoint(Path(run_dir) / "last.pt")
+    return build_config(apply_overrides(state["config"], overrides))
+
+
+def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+          stop_after_steps: int | None = None, log=print) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir``; returns the final metrics.
+
+    ``resume`` continues from ``run_dir/last.pt`` exactly where it stopped. ``stop_after_steps`` ends this
+    call cleanly after that many optimizer steps (a checkpoint is written), as a signal would.
+    """
+    run_dir = Path(run_dir)
+    _prepare_run_dir(run_dir, resume, overwrite)
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    splits: DataSplits = build_splits(cfg.data, cfg.model.num_classes)
+    loader = train_loader(splits.train, cfg.data, cfg.train.seed, device)
+    val_loader = eval_loader(splits.val, cfg.data, device)
+    sampler = loader.batch_sampler
+    steps_per_epoch = sampler.batches_per_epoch()
+
+    model = build_model(cfg).to(device)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.epochs, steps_per_epoch)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    report = report_for_config(cfg.model, model)
+
+    progress = {"epoch": 0, "batch": 0, "step": 0, "best_top1": -1.0, "wall": 0.0,
+                "epoch_sums": [0.0, 0, 0]}  # loss sum, correct, images of the epoch in progress
+    if resume:
+        state = load_checkpoint(run_dir / "last.pt")
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise UserError(f"{run_dir / 'last.pt'} does not fit this model: {str(e).splitlines()[0]}") from None
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        progress.update(state["progress"])
+        log(f"resuming {run_dir} at epoch {progress['epoch'] + 1}, step {progress['step']}")
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    (run_dir / "params.json").write_text(json.dumps(report.to_dict(per_layer=True), indent=2))
+    metrics_path = run_dir / "metrics.csv"
+    if resume:
+        _rewrite_metrics(metrics_path, progress["epoch"])
+    if not metrics_path.exists():
+        metrics_path.write_text(",".join(METRIC_FIELDS) + "\n")
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress["step"] if resume else None)
+    if not resume:
+        writer.add_text("params", format_report(report, "markdown"))
+        writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "```")
+    log(f"{cfg.model.arch}{' CSG' if cfg.model.csg else ''}: {report.total:,} params "
+        f"({report.compression:.2f}x smaller than the original), {len(splits.train):,} train / "
+        f"{len(splits.val):,} val images, {steps_per_epoch} steps per epoch on {device}; logs in {run_dir}")
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint({"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "scaler": None, "rng": rng_state(),
+                         "progress": dict(progress), "params": report.total}, path)
+
+    steps_this_call = 0
+    val: dict[str, float] = {}
+    try:
+        with _stop_on_signals() as stop:
+            for epoch in range(progress["epoch"], cfg.train.epochs):
+                sampler.set_epoch(epoch, progress["batch"])
+                model.train()
+                sums = torch.tensor(progress["epoch_sums"][:2], dtype=torch.float64, device=device)
+                images = progress["epoch_sums"][2]
+                wall_base, t0 = progress["wall"], time.perf_counter()
+                bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+                           disable=not cfg.train.progress, dynamic_ncols=True, initial=progress["batch"],
+                           total=steps_per_epoch)
+                for x, y in bar:
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    logits = model(x)
+                    loss = criterion(logits, y)
+                    if not torch.isfinite(loss):
+                        raise UserError(f"loss is {loss.item()} at step {progress['step'] + 1} (epoch {epoch + 1}); "
+                                        f"last good checkpoint: {run_dir / 'last.pt'}; lower optim.lr?")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.optim.grad_clip:
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    sums += torch.stack([loss.detach().double() * y.numel(), _topk_correct(logits, y, 1).double()])
+                    images += y.numel()
+                    progress["step"] += 1
+                    progress["batch"] += 1
+                    steps_this_call += 1
+                    if progress["step"] % cfg.train.log_every_steps == 0:
+                        loss_sum, correct = sums.tolist()
+                        elapsed = time.perf_counter() - t0
+                        writer.add_scalar("train/loss_running", loss_sum / images, progress["step"])
+                        writer.add_scalar("lr", optimizer.param_groups[0]["lr"], progress["step"])
+                        bar.set_postfix(loss=f"{loss_sum / images:.3f}", acc=f"{100 * correct / images:.1f}%",
+                                        img_s=f"{images / max(elapsed, 1e-9):.0f}", refresh=False)
+                    stop_now = stop["stop"] or (stop_after_steps is not None and steps_this_call >= stop_after_steps)
+                    every = cfg.train.checkpoint_every_steps
+                    if stop_now or (every and progress["step"] % every == 0):
+                        progress["epoch_sums"] = [*sums.tolist(), images]
+                        progress["wall"] = wall_base + time.perf_counter() - t0
+                        checkpoint(run_dir / "last.pt")
+                    if stop_now:
+                        why = stop["stop"] or f"step budget of {stop_after_steps}"
+                        raise TrainingInterrupted(
+                            f"stopped ({why}) at epoch {epoch + 1}, step {progress['step']}; "
+                            f"{run_dir / 'last.pt'} written. Resume with: acl train --resume {run_dir}", run_dir)
+                bar.close()
+                epoch_time = time.perf_counter() - t0
+                loss_sum, correct = sums.tolist()
+                val = evaluate(model, val_loader, device)
+                progress.update(epoch=epoch + 1, batch=0, epoch_sums=[0.0, 0, 0])
+                progress["wall"] = wall_base + time.perf_counter() - t0
+                row = {"epoch": epoch + 1, "step": progress["step"], "lr": optimizer.param_groups[0]["lr"],
+                       "train_loss": loss_sum / images, "train_top1": 100 * correct / images,
+                       "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+                       "epoch_time": epoch_time, "img_s": images / epoch_time}
+                is_best = val["top1"] > progress["best_top1"]
+                if is_best:
+                    progress["best_top1"] = val["top1"]
+                checkpoint(run_dir / "last.pt")
+                if is_best:
+                    copy_checkpoint(run_dir / "last.pt", run_dir / "best.pt")
+                with open(metrics_path, "a", newline="") as f:
+                    csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row[k] for k in METRIC_FIELDS})
+                for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5"):
+                    split, name = key.split("_")
+                    writer.add_scalar(f"{split}/{name}", row[key], progress["step"])
+                writer.add_scalar("perf/img_s", row["img_s"], progress["step"])
+                writer.add_scalar("perf/epoch_time_s", epoch_time, progress["step"])
+                writer.flush()
+                log(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  train loss {row['train_loss']:.4f} "
+                    f"top1 {row['train_top1']:5.2f}%  val loss {val['loss']:.4f} top1 {val['top1']:5.2f}% "
+                    f"top5 {val['top5']:5.2f}%  lr {row['lr']:.4g}  {row['img_s']:,.0f} img/s  "
+                    f"{epoch_time:.1f}s{'  *best' if is_best else ''}")
+        final = {"val_top1": val.get("top1"), "val_top5": val.get("top5"), "val_loss": val.get("loss"),
+                 "best_val_top1": progress["best_top1"], "params": report.total, "epochs": progress["epoch"],
+                 "wall_s": progress["wall"]}
+        hparams = {"arch": cfg.model.arch, "csg": json.dumps(asdict(cfg.model.csg)) if cfg.model.csg else "none",
+                   "lr": cfg.optim.lr, "batch_size": cfg.data.batch_size, "epochs": cfg.train.epochs,
+                   "params": report.total}
+        writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in final.items() if v is not None}, run_name=".")
+        log(f"done: best val top1 {progress['best_top1']:.2f}%; checkpoints {run_dir / 'best.pt'} and last.pt; "
+            f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+        return final
+    finally:
+        writer.close()
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "val", overrides: tuple[str, ...] = (),
+                        device: str = "auto", batch_size: int | None = None) -> dict[str, Any]:
+    """Rebuild the model from a checkpoint alone and evaluate it on a split of its (overridden) data."""
+    from .config import apply_overrides
+
+    state = load_checkpoint(path)
+    cfg = build_config(apply_overrides(state["config"], overrides))
+    dev = resolve_device(device)
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise UserError(f"{path}: weights do not fit {cfg.model.arch}: {str(e).splitlines()[0]}") from None
+    model.to(dev)
+    if batch_size:
+        cfg.data.eval_batch_size = batch_size
+    splits = build_splits(cfg.data, cfg.model.num_classes)
+    metrics = evaluate(model, eval_loader(splits.get(split), cfg.data, dev), dev, progress=cfg.train.progress)
+    metrics["params"] = sum(p.numel() for p in model.parameters())
+    return metrics
