@@ -254,8 +254,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: 
     if not resume:
         writer.add_text("params", format_report(report, "markdown"))
         writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "```")
-    log(f"{cfg.model.arch}{' CSG' if cfg.model.csg else ''}: {report.total:,} params "
-        f"({report.compression:.2f}x smaller than the original), {len(splits.train):,} train / "
+    smaller = f" ({report.compression:.2f}x fewer than the original)" if cfg.model.csg else ""
+    log(f"{cfg.model.arch}{' CSG' if cfg.model.csg else ''}: {report.total:,} params{smaller}, {len(splits.train):,} train / "
         f"{len(splits.val):,} val images, {steps_per_epoch} steps per epoch on {device}; logs in {run_dir}")
 
     def checkpoint(path: Path) -> None:

@@ -8,7 +8,7 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_TAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg-train.tar"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helpers (cifar_jpeg)
 
 
 @pytest.fixture

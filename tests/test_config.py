@@ -1,0 +1,73 @@
+"""YAML configs: bases, overrides, strict typed validation, and acl config show."""
+import pytest
+import yaml
+
+from acl_cli.config import ConfigError, load_config
+
+
+def test_base_chain_and_overrides(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "root.yaml").write_text("optim: {lr: 0.3, momentum: 0.8}\ntrain: {epochs: 7}\n")
+    (tmp_path / "base" / "mid.yaml").write_text("base: root.yaml\noptim: {lr: 0.2}\n")
+    (tmp_path / "exp.yaml").write_text("base: base/mid.yaml\nmodel:\n  arch: resnet56\n")
+    cfg = load_config(tmp_path / "exp.yaml", ["model.csg.slice_shape=[16,16,3,3]", "model.csg.code_size=128",
+                                              "optim.nesterov=true", "data.name=cifar100"])
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.nesterov, cfg.train.epochs) == (0.2, 0.8, True, 7)
+    assert cfg.model.arch == "resnet56" and cfg.model.csg.slice_shape == [16, 16, 3, 3]
+    assert cfg.model.csg.code_size == 128 and cfg.model.csg.layout == "flat"
+    assert load_config(tmp_path / "exp.yaml", ["model.csg.code_size=72", "model.csg=null"]).model.csg is None
+
+
+def test_shipped_configs_resolve():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(p for p in root.rglob("*.yaml") if p.parent.name != "base")
+    assert len(files) >= 18
+    for path in files:
+        cfg = load_config(path)
+        assert cfg.model.arch in path.stem or path.stem == "quickstart"
+        assert (cfg.model.csg is not None) == ("csg" in path.stem or path.stem == "quickstart")
+    r56 = load_config(root / "cifar10" / "resnet56_csg_12_72.yaml")
+    assert (r56.data.batch_size, r56.optim.lr, r56.optim.weight_decay, r56.schedule.milestones,
+            r56.train.epochs) == (192, 0.05, 5e-4, [100, 150], 200)
+    assert load_config(root / "cifar10" / "densenet_bc_40_36.yaml").data.batch_size == 128
+
+
+@pytest.mark.parametrize("text,overrides,message", [
+    ("model: {arch: resnet20}\noptim: {lr: [1}\n", [], ":2:"),
+    ("modle: {arch: resnet20}\n", [], "unknown key 'modle'; did you mean 'model'?"),
+    ("optim: {learning_rate: 0.1}\n", [], "unknown key 'optim.learning_rate'"),
+    ("optim: {lr: fast}\n", [], "optim.lr: expected a number, got 'fast'"),
+    ("optim: {lr: -0.1}\n", [], "optim.lr: must be > 0"),
+    ("train: {epochs: 2.5}\n", [], "train.epochs: expected an int"),
+    ("data: {name: mnist}\n", [], "data.name: expected 'cifar10' or"),
+    ("model: {arch: resnet21}\n", [], "unknown arch 'resnet21'; valid: "),
+    ("model: {csg: {slice_shape: [3, 3]}}\n", [], "slice_shape: expected 4 positive ints"),
+    ("model: {csg: {layout: diagonal}}\n", [], "model.csg.layout: expected 'flat' or 'tile'"),
+    ("data: {name: digits}\n", [], "digits has no held-out split"),
+    ("- a\n- b\n", [], "top level must be a mapping"),
+    ("base: missing.yaml\n", [], "config file not found"),
+    ("", ["optim.lr"], "expected key=value"),
+    ("", ["optim.lr=[1"], "not valid YAML"),
+    ("", ["train.device=tpu"], "train.device: expected auto, cpu, cuda"),
+    ("", ["schedule.milestones=[150, 100]"], "must be increasing"),
+])
+def test_bad_configs_name_the_problem(tmp_path, text, overrides, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=None) as info:
+        load_config(path, overrides)
+    assert message in str(info.value)
+
+
+def test_config_show_prints_the_resolved_config(cli, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {arch: resnet56}\n")
+    res = cli("config", "show", "--config", path, "--set", "optim.lr=0.1")
+    assert res.exit_code == 0
+    shown = yaml.safe_load(res.output)
+    assert shown["model"]["arch"] == "resnet56" and shown["optim"]["lr"] == 0.1
+    assert shown["schedule"]["milestones"] == [100, 150] and shown["model"]["csg"] is None
+    res = cli("config", "show", "--config", path, "--set", "optim.lr=0")
+    assert res.exit_code == 2 and res.stderr.strip() == "error: optim.lr: must be > 0, got 0.0"

@@ -1,0 +1,173 @@
+"""acl train / eval end to end on small real data: exact resume, run directories, logs, checkpoints."""
+import csv
+import json
+
+import pytest
+import torch
+
+from acl_cli.checkpoint import load_checkpoint
+from acl_cli.config import load_config
+from acl_cli.engine import TrainingInterrupted, build_scheduler, build_optimizer, param_groups, train
+from acl_cli.models import create_model
+
+SMALL = ["model.arch=resnet20", "model.csg={slice_shape: [16, 16, 3, 3], code_size: 72}",
+         "data.name=digits", "data.val_split=0.2", "data.train_subset=192", "data.batch_size=32",
+         "data.workers=0", "schedule.name=cosine", "schedule.warmup_epochs=0.5", "train.epochs=2",
+         "train.progress=false", "train.log_every_steps=2"]
+
+
+def small(*extra):
+    return load_config(None, SMALL + list(extra))
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def _weights(run_dir, name="last.pt"):
+    return load_checkpoint(run_dir / name)["model"]
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _rows(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: v for k, v in r.items() if k not in ("epoch_time", "img_s")} for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_run_is_bit_identical(tmp_path, workers):
+    cfg = small(f"data.workers={workers}", "train.checkpoint_every_steps=2")
+    full = tmp_path / "full"
+    train(cfg, full, log=quiet)
+    parts = tmp_path / "parts"
+    # stop mid-epoch (step 3 of 6), at an epoch boundary (step 6), mid-epoch again (step 7), then finish
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, parts, stop_after_steps=3, log=quiet)
+    assert load_checkpoint(parts / "last.pt")["progress"]["step"] == 3
+    for budget in (3, 1):
+        with pytest.raises(TrainingInterrupted):
+            train(cfg, parts, resume=True, stop_after_steps=budget, log=quiet)
+    assert load_checkpoint(parts / "last.pt")["progress"]["step"] == 7
+    train(cfg, parts, resume=True, log=quiet)
+    _assert_same(_weights(full), _weights(parts))
+    full_state, parts_state = load_checkpoint(full / "last.pt"), load_checkpoint(parts / "last.pt")
+    assert full_state["scheduler"] == parts_state["scheduler"]
+    for a, b in zip(full_state["optimizer"]["state"].values(), parts_state["optimizer"]["state"].values()):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    assert _rows(full) == _rows(parts)
+    _assert_same(_weights(full, "best.pt"), _weights(parts, "best.pt"))
+
+
+def test_run_directory_contents_and_eval(tmp_path, cli):
+    run = tmp_path / "run"
+    final = train(small(), run, log=quiet)
+    assert {"config.yaml", "params.json", "metrics.csv", "last.pt", "best.pt", "tb"} <= {p.name for p in run.iterdir()}
+    assert json.loads((run / "params.json").read_text())["total"] == 176_698
+    assert load_config(run / "config.yaml").to_dict() == small().to_dict()
+    state = torch.load(run / "last.pt", weights_only=True)  # plain data only
+    assert state["config"]["model"]["csg"]["code_size"] == 72 and state["progress"]["epoch"] == 2
+    res = cli("eval", run, "--format", "json")
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.output)
+    assert set(metrics) >= {"top1", "top5", "loss", "samples", "params"}
+    assert metrics["samples"] == 359 and metrics["params"] == 176_698
+    assert metrics["top1"] == pytest.approx(final["best_val_top1"])
+    train_split = json.loads(cli("eval", run / "last.pt", "--split", "train", "--format", "json").output)
+    assert train_split["samples"] == 192
+    res = cli("eval", run, "--split", "test")
+    assert res.exit_code == 2 and "no test split" in res.stderr
+
+
+def test_tensorboard_scalars_and_text(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    train(small("train.epochs=1"), run, log=quiet)
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/top1", "val/loss", "val/top1", "val/top5", "lr", "perf/img_s",
+            "perf/epoch_time_s"} <= tags
+    assert len(acc.Scalars("lr")) == 3  # every 2 of 6 steps
+    assert {"params/text_summary", "config/text_summary"} <= set(acc.Tags()["tensors"])
+
+
+def test_cli_refuses_existing_run_dir_and_overwrites_on_request(tmp_path, cli):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("base: base.yaml\ntrain:\n  epochs: 1\n")
+    (tmp_path / "base.yaml").write_text("\n".join(f"# {s}" for s in SMALL) + "\n")
+    sets = [a for s in SMALL for a in ("--set", s)]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("keep me")
+    res = cli("train", "--config", cfg, "--out", run, *sets, "--set", "train.epochs=1")
+    assert res.exit_code == 2 and "already exists" in res.stderr
+    assert (run / "notes.txt").read_text() == "keep me" and not (run / "last.pt").exists()
+    res = cli("train", "--config", cfg, "--out", run, "--overwrite", *sets, "--set", "train.epochs=1")
+    assert res.exit_code == 0, res.output
+    assert not (run / "notes.txt").exists() and (run / "best.pt").exists()
+    assert "epoch   1/1" in res.output
+    # resume a finished run with a larger budget: it continues from epoch 2
+    res = cli("train", "--resume", run, "--set", "train.epochs=2")
+    assert res.exit_code == 0, res.output
+    assert "resuming" in res.output and [r["epoch"] for r in _rows(run)] == ["1", "2"]
+
+
+def test_schedules_and_optimizers():
+    model = create_model("resnet20", csg={"slice_shape": [16, 16, 3, 3], "code_size": 72})
+    cfg = load_config(None, ["schedule.milestones=[2, 3]", "optim.lr=1.0"])
+    opt = build_optimizer(model, cfg.optim)
+    sched = build_scheduler(opt, cfg.schedule, epochs=4, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[19] == 1.0 and lrs[20] == pytest.approx(0.1) and lrs[30] == pytest.approx(0.01)
+    cfg = load_config(None, ["schedule.name=cosine", "schedule.warmup_epochs=1", "optim.lr=1.0"])
+    opt = build_optimizer(model, cfg.optim)
+    sched = build_scheduler(opt, cfg.schedule, epochs=4, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.01
+    assert all(a <= b + 1e-12 for a, b in zip(lrs[:10], lrs[1:11]))
+    cfg = load_config(None, ["schedule.name=onecycle", "optim.name=adamw", "optim.lr=0.01"])
+    opt = build_optimizer(model, cfg.optim)
+    assert isinstance(opt, torch.optim.AdamW)
+    build_scheduler(opt, cfg.schedule, epochs=2, steps_per_epoch=5)
+
+
+def test_weight_decay_exclusions():
+    model = create_model("resnet20", csg={"slice_shape": [16, 16, 3, 3], "code_size": 72})
+    cfg = load_config(None, ["optim.decay_csg=false", "optim.decay_norm=false"])
+    decay, no_decay = param_groups(model, cfg.optim)
+    assert no_decay["weight_decay"] == 0.0
+    no_ids = {id(p) for p in no_decay["params"]}
+    assert id(model.csg.weight) in no_ids and id(model.stage1[0].conv_a.codes) in no_ids
+    assert id(model.bn1.weight) in no_ids and id(model.classifier.bias) in no_ids
+    assert {id(p) for p in decay["params"]} == {id(model.conv1.weight), id(model.classifier.weight)}
+    everything = param_groups(model, load_config().optim)
+    assert len(everything) == 1 and len(everything[0]["params"]) == len(list(model.parameters()))
+
+
+def test_loss_that_is_not_finite_stops_naming_the_step(tmp_path):
+    from acl_cli.checkpoint import save_checkpoint
+    from acl_cli.errors import UserError
+
+    run = tmp_path / "nan"
+    train(small("train.epochs=1"), run, log=quiet)
+    state = load_checkpoint(run / "last.pt")
+    state["model"]["classifier.weight"].fill_(float("nan"))
+    save_checkpoint(state, run / "last.pt")
+    before = (run / "last.pt").read_bytes()
+    with pytest.raises(UserError, match=r"loss is nan at step 7 \(epoch 2\)"):
+        train(small("train.epochs=2"), run, resume=True, log=quiet)
+    assert (run / "last.pt").read_bytes() == before
