@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import shutil
 import tempfile
 import zipfile
@@ -62,9 +63,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise UserError(f"refusing to load {path}: it holds objects that are not plain data ({first[:120]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if unsafe:
+            raise UserError(f"refusing to load {path}: it would import {unsafe.group(1)} (checkpoints must be "
+                            "plain data)") from None
+        raise UserError(f"{path} is not a readable checkpoint (truncated or another format)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError):
         raise UserError(f"{path} is not a readable checkpoint (truncated or another format)") from None
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None

@@ -16,6 +16,18 @@ _DEBUG = False
 class AclGroup(click.Group):
     """Turns every user error into one line on stderr and exit status 2 (``--debug`` shows tracebacks)."""
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:  # usage errors: one line instead of click's usage block
+            hint = " (see --help)" if isinstance(e, click.UsageError) else ""
+            click.echo(f"error: {e.format_message()}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)

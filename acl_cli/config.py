@@ -136,6 +136,7 @@ class TrainConfig:
     checkpoint_every_steps: Optional[int] = None  # also write last.pt every N steps (mid-epoch)
     log_every_steps: int = 50  # TensorBoard train scalars every N steps
     progress: bool = True  # tqdm bar per epoch
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/Inf loss stops the run, or skips that step
 
     def validate(self, path: str) -> None:
         if self.epochs < 1:

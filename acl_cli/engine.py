@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -165,20 +166,27 @@ def _stop_on_signals() -> Iterator[dict]:
             signal.signal(s, h)
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse before anything is built or written."""
     if resume:
         if not (run_dir / "last.pt").is_file():
             raise UserError(f"cannot resume: {run_dir / 'last.pt'} does not exist")
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise UserError(f"run directory {run_dir} already exists; use --resume {run_dir} to continue it, "
-                            "--overwrite to replace it, or --out for another folder")
-        shutil.rmtree(run_dir)
+    elif run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} is a file")
+    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise UserError(f"run directory {run_dir} already exists; use --resume {run_dir} to continue it, "
+                        "--overwrite to replace it, or --out for another folder")
+
+
+def _open_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     try:
+        if overwrite and not resume and run_dir.exists():
+            shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(".*.tmp"):  # left by a process killed while writing a checkpoint
+            stale.unlink()
     except OSError as e:
-        raise UserError(f"cannot create run directory {run_dir}: {e.strerror}") from None
+        raise UserError(f"cannot prepare run directory {run_dir}: {e.strerror or e}") from None
 
 
 def _rewrite_metrics(path: Path, keep_epochs: int) -> None:
@@ -186,7 +194,8 @@ def _rewrite_metrics(path: Path, keep_epochs: int) -> None:
     if not path.exists():
         return
     with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= keep_epochs]
+        rows = [r for r in csv.DictReader(f)
+                if (r.get("epoch") or "").isdigit() and int(r["epoch"]) <= keep_epochs and None not in r.values()]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
         w.writeheader()
@@ -197,6 +206,7 @@ def resume_config(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> Confi
     """The config stored in a run's ``last.pt``, with overrides (e.g. more epochs) applied."""
     from .config import apply_overrides
 
+    _check_run_dir(Path(run_dir), resume=True, overwrite=False)
     state = load_checkpoint(Path(run_dir) / "last.pt")
     return build_config(apply_overrides(state["config"], overrides))
 
@@ -209,7 +219,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: 
     call cleanly after that many optimizer steps (a checkpoint is written), as a signal would.
     """
     run_dir = Path(run_dir)
-    _prepare_run_dir(run_dir, resume, overwrite)
+    _check_run_dir(run_dir, resume, overwrite)
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     if device.type == "cuda":
@@ -236,17 +246,34 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: 
         except RuntimeError as e:
             raise UserError(f"{run_dir / 'last.pt'} does not fit this model: {str(e).splitlines()[0]}") from None
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
         progress.update(state["progress"])
+        old = build_config(state["config"])
+        if (old.schedule, old.train.epochs) == (cfg.schedule, cfg.train.epochs):
+            scheduler.load_state_dict(state["scheduler"])
+        else:  # the budget or schedule changed: the new schedule, at the step reached
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for _ in range(progress["step"]):
+                    scheduler.step()
+            log(f"schedule rebuilt for {cfg.train.epochs} epochs; lr now {optimizer.param_groups[0]['lr']:.4g}")
+        set_rng_state(state["rng"])
         log(f"resuming {run_dir} at epoch {progress['epoch'] + 1}, step {progress['step']}")
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    (run_dir / "params.json").write_text(json.dumps(report.to_dict(per_layer=True), indent=2))
+    if progress["epoch"] >= cfg.train.epochs:
+        raise UserError(f"{run_dir} already finished {progress['epoch']} epochs; "
+                        f"to train longer: acl train --resume {run_dir} --set train.epochs=N")
+
+    # Everything is validated: only now touch the run directory.
+    _open_run_dir(run_dir, resume, overwrite)
     metrics_path = run_dir / "metrics.csv"
-    if resume:
-        _rewrite_metrics(metrics_path, progress["epoch"])
-    if not metrics_path.exists():
-        metrics_path.write_text(",".join(METRIC_FIELDS) + "\n")
+    try:
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        (run_dir / "params.json").write_text(json.dumps(report.to_dict(per_layer=True), indent=2))
+        if resume:
+            _rewrite_metrics(metrics_path, progress["epoch"])
+        if not metrics_path.exists():
+            metrics_path.write_text(",".join(METRIC_FIELDS) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write to run directory {run_dir}: {e.strerror or e}") from None
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -280,26 +307,32 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: 
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                     logits = model(x)
                     loss = criterion(logits, y)
-                    if not torch.isfinite(loss):
-                        raise UserError(f"loss is {loss.item()} at step {progress['step'] + 1} (epoch {epoch + 1}); "
-                                        f"last good checkpoint: {run_dir / 'last.pt'}; lower optim.lr?")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.optim.grad_clip:
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                    sums += torch.stack([loss.detach().double() * y.numel(), _topk_correct(logits, y, 1).double()])
-                    images += y.numel()
+                    if torch.isfinite(loss):
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if cfg.optim.grad_clip:
+                            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                        optimizer.step()
+                        sums += torch.stack([loss.detach().double() * y.numel(),
+                                             _topk_correct(logits, y, 1).double()])
+                        images += y.numel()
+                    else:
+                        where = f"at step {progress['step'] + 1} (epoch {epoch + 1})"
+                        if cfg.train.on_nonfinite == "stop":
+                            raise UserError(f"loss is {loss.item()} {where}; last good checkpoint: "
+                                            f"{run_dir / 'last.pt'}; lower optim.lr, or train.on_nonfinite: skip")
+                        log(f"warning: loss is {loss.item()} {where}; update skipped")
+                        progress["skipped"] = progress.get("skipped", 0) + 1
+                    scheduler.step()  # the schedule follows batches, skipped ones too
                     progress["step"] += 1
                     progress["batch"] += 1
                     steps_this_call += 1
                     if progress["step"] % cfg.train.log_every_steps == 0:
                         loss_sum, correct = sums.tolist()
-                        elapsed = time.perf_counter() - t0
-                        writer.add_scalar("train/loss_running", loss_sum / images, progress["step"])
+                        elapsed, seen = time.perf_counter() - t0, max(images, 1)
+                        writer.add_scalar("train/loss_running", loss_sum / seen, progress["step"])
                         writer.add_scalar("lr", optimizer.param_groups[0]["lr"], progress["step"])
-                        bar.set_postfix(loss=f"{loss_sum / images:.3f}", acc=f"{100 * correct / images:.1f}%",
+                        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
                                         img_s=f"{images / max(elapsed, 1e-9):.0f}", refresh=False)
                     stop_now = stop["stop"] or (stop_after_steps is not None and steps_this_call >= stop_after_steps)
                     every = cfg.train.checkpoint_every_steps
@@ -319,15 +352,17 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: 
                 progress.update(epoch=epoch + 1, batch=0, epoch_sums=[0.0, 0, 0])
                 progress["wall"] = wall_base + time.perf_counter() - t0
                 row = {"epoch": epoch + 1, "step": progress["step"], "lr": optimizer.param_groups[0]["lr"],
-                       "train_loss": loss_sum / images, "train_top1": 100 * correct / images,
+                       "train_loss": loss_sum / max(images, 1), "train_top1": 100 * correct / max(images, 1),
                        "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
                        "epoch_time": epoch_time, "img_s": images / epoch_time}
                 is_best = val["top1"] > progress["best_top1"]
                 if is_best:
                     progress["best_top1"] = val["top1"]
-                checkpoint(run_dir / "last.pt")
-                if is_best:
-                    copy_checkpoint(run_dir / "last.pt", run_dir / "best.pt")
+                if is_best:  # best first: a kill between the two writes re-runs the epoch and rewrites both
+                    checkpoint(run_dir / "best.pt")
+                    copy_checkpoint(run_dir / "best.pt", run_dir / "last.pt")
+                else:
+                    checkpoint(run_dir / "last.pt")
                 with open(metrics_path, "a", newline="") as f:
                     csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row[k] for k in METRIC_FIELDS})
                 for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5"):

@@ -110,10 +110,15 @@ def report_for_config(model_cfg, model: nn.Module | None = None) -> ParamReport:
     """The report for a ``ModelConfig``; builds the models on the meta device (no memory, no init cost)."""
     from .models import create_model
 
+    from .errors import UserError
+
     csg = None if model_cfg.csg is None else asdict(model_cfg.csg)
     with torch.device("meta"):
         if model is None:
-            model = create_model(model_cfg.arch, model_cfg.num_classes, csg)
+            try:
+                model = create_model(model_cfg.arch, model_cfg.num_classes, csg)
+            except ValueError as e:
+                raise UserError(f"model: {e}") from None
         original = create_model(model_cfg.arch, model_cfg.num_classes, None)
     return parameter_report(model, original, model_cfg.arch, csg)
 
