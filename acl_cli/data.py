@@ -114,7 +114,7 @@ def _image_folder(root: Path, what: str) -> datasets.ImageFolder:
 
 @dataclass
 class RawSplits:
-    train: Dataset
+    train: Dataset | None  # None: an image folder with only a held-out split (evaluation only)
     test: Dataset | None  # the dataset's own held-out split, if it has one
     preset: str
     classes: list[str]
@@ -144,19 +144,21 @@ def load_raw_splits(cfg: DataConfig, num_classes: int) -> RawSplits:
         test.patterns = train.patterns  # same classes, fresh noise
         return RawSplits(train, test, "none", train.classes)
     root = Path(cfg.root)
-    if not (root / "train").is_dir():
-        raise UserError(f"{name}: no training folder at {root / 'train'} (expected {root}/train/<class>/<image>)")
-    train = _image_folder(root / "train", "training")
+    train_dir = root / "train"
     held_out = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
+    if not train_dir.is_dir() and held_out is None:
+        raise UserError(f"{name}: no training folder at {train_dir} (expected {root}/train/<class>/<image>, "
+                        f"and {root}/val or {root}/test for evaluation)")
+    train = _image_folder(train_dir, "training") if train_dir.is_dir() else None
     test = _image_folder(held_out, "held-out") if held_out else None
-    if test is not None and test.classes != train.classes:
-        raise UserError(f"{held_out} has classes {test.classes[:5]}... that differ from {root / 'train'}")
+    if train is not None and test is not None and test.classes != train.classes:
+        raise UserError(f"{held_out} has classes {test.classes[:5]}... that differ from {train_dir}")
     if name == "imagenet":
         preset = "imagenet"
     else:  # small images (CIFAR-like folders) get the CIFAR recipe
-        side = _first_image_side(root / "train")
+        side = _first_image_side(train_dir if train is not None else held_out)
         preset = "cifar" if side is not None and side <= 64 else "imagenet"
-    return RawSplits(train, test, preset, list(train.classes))
+    return RawSplits(train, test, preset, list((train or test).classes))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,7 +226,7 @@ class SplitDataset(Dataset):
 
 @dataclass
 class DataSplits:
-    train: SplitDataset
+    train: SplitDataset | None
     val: SplitDataset
     test: SplitDataset | None
     preset: str
@@ -233,7 +235,7 @@ class DataSplits:
     def get(self, split: str) -> SplitDataset:
         ds = getattr(self, split)
         if ds is None:
-            raise UserError(f"this dataset has no {split} split; use --split val")
+            raise UserError(f"this dataset has no {split} split" + ("; use --split val" if split == "test" else ""))
         return ds
 
 
@@ -244,6 +246,11 @@ def build_splits(cfg: DataConfig, num_classes: int) -> DataSplits:
         raise UserError(f"{cfg.name} has {len(raw.classes)} classes but model.num_classes is {num_classes}")
     preset = raw.preset if cfg.preset == "auto" else cfg.preset
     train_tf, eval_tf = build_transform(preset, True, cfg.image_size), build_transform(preset, False, cfg.image_size)
+    test = SplitDataset(raw.test, range(len(raw.test)), eval_tf) if raw.test is not None else None
+    if raw.train is None:  # evaluation-only folder
+        if cfg.val_split > 0:
+            raise UserError(f"data.val_split needs a training folder, and {Path(cfg.root) / 'train'} does not exist")
+        return DataSplits(None, test, test, preset, raw.classes)
     targets = raw.train.targets
     if cfg.val_split > 0:
         train_idx, val_idx = balanced_split(targets, cfg.val_split, cfg.split_seed)
@@ -253,7 +260,6 @@ def build_splits(cfg: DataConfig, num_classes: int) -> DataSplits:
         raise UserError(f"{cfg.name} at {cfg.root} has no held-out split: set data.val_split (e.g. 0.1)")
     if cfg.train_subset is not None:
         train_idx = balanced_subset(train_idx, targets, cfg.train_subset, cfg.split_seed)
-    test = SplitDataset(raw.test, range(len(raw.test)), eval_tf) if raw.test is not None else None
     val = SplitDataset(raw.train, val_idx, eval_tf) if val_idx is not None else test
     return DataSplits(SplitDataset(raw.train, train_idx, train_tf), val, test, preset, raw.classes)
 

@@ -216,9 +216,14 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: 
     """Train ``cfg`` into ``run_dir``; returns the final metrics.
 
     ``resume`` continues from ``run_dir/last.pt`` exactly where it stopped. ``stop_after_steps`` ends this
-    call cleanly after that many optimizer steps (a checkpoint is written), as a signal would.
+    call cleanly after that many steps (a checkpoint is written), as SIGINT or SIGTERM would.
     """
-    run_dir = Path(run_dir)
+    with _stop_on_signals() as stop:
+        return _train(cfg, Path(run_dir), resume, overwrite, stop_after_steps, log, stop)
+
+
+def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_after_steps: int | None, log,
+           stop: dict) -> dict[str, Any]:
     _check_run_dir(run_dir, resume, overwrite)
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
@@ -226,6 +231,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: 
         torch.backends.cudnn.benchmark = True
 
     splits: DataSplits = build_splits(cfg.data, cfg.model.num_classes)
+    if splits.train is None:
+        raise UserError(f"{cfg.data.name}: no training folder at {Path(cfg.data.root) / 'train'}")
     loader = train_loader(splits.train, cfg.data, cfg.train.seed, device)
     val_loader = eval_loader(splits.val, cfg.data, device)
     sampler = loader.batch_sampler
@@ -293,88 +300,87 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: 
     steps_this_call = 0
     val: dict[str, float] = {}
     try:
-        with _stop_on_signals() as stop:
-            for epoch in range(progress["epoch"], cfg.train.epochs):
-                sampler.set_epoch(epoch, progress["batch"])
-                model.train()
-                sums = torch.tensor(progress["epoch_sums"][:2], dtype=torch.float64, device=device)
-                images = progress["epoch_sums"][2]
-                wall_base, t0 = progress["wall"], time.perf_counter()
-                bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                           disable=not cfg.train.progress, dynamic_ncols=True, initial=progress["batch"],
-                           total=steps_per_epoch)
-                for x, y in bar:
-                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    logits = model(x)
-                    loss = criterion(logits, y)
-                    if torch.isfinite(loss):
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        if cfg.optim.grad_clip:
-                            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                        optimizer.step()
-                        sums += torch.stack([loss.detach().double() * y.numel(),
-                                             _topk_correct(logits, y, 1).double()])
-                        images += y.numel()
-                    else:
-                        where = f"at step {progress['step'] + 1} (epoch {epoch + 1})"
-                        if cfg.train.on_nonfinite == "stop":
-                            raise UserError(f"loss is {loss.item()} {where}; last good checkpoint: "
-                                            f"{run_dir / 'last.pt'}; lower optim.lr, or train.on_nonfinite: skip")
-                        log(f"warning: loss is {loss.item()} {where}; update skipped")
-                        progress["skipped"] = progress.get("skipped", 0) + 1
-                    scheduler.step()  # the schedule follows batches, skipped ones too
-                    progress["step"] += 1
-                    progress["batch"] += 1
-                    steps_this_call += 1
-                    if progress["step"] % cfg.train.log_every_steps == 0:
-                        loss_sum, correct = sums.tolist()
-                        elapsed, seen = time.perf_counter() - t0, max(images, 1)
-                        writer.add_scalar("train/loss_running", loss_sum / seen, progress["step"])
-                        writer.add_scalar("lr", optimizer.param_groups[0]["lr"], progress["step"])
-                        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
-                                        img_s=f"{images / max(elapsed, 1e-9):.0f}", refresh=False)
-                    stop_now = stop["stop"] or (stop_after_steps is not None and steps_this_call >= stop_after_steps)
-                    every = cfg.train.checkpoint_every_steps
-                    if stop_now or (every and progress["step"] % every == 0):
-                        progress["epoch_sums"] = [*sums.tolist(), images]
-                        progress["wall"] = wall_base + time.perf_counter() - t0
-                        checkpoint(run_dir / "last.pt")
-                    if stop_now:
-                        why = stop["stop"] or f"step budget of {stop_after_steps}"
-                        raise TrainingInterrupted(
-                            f"stopped ({why}) at epoch {epoch + 1}, step {progress['step']}; "
-                            f"{run_dir / 'last.pt'} written. Resume with: acl train --resume {run_dir}", run_dir)
-                bar.close()
-                epoch_time = time.perf_counter() - t0
-                loss_sum, correct = sums.tolist()
-                val = evaluate(model, val_loader, device)
-                progress.update(epoch=epoch + 1, batch=0, epoch_sums=[0.0, 0, 0])
-                progress["wall"] = wall_base + time.perf_counter() - t0
-                row = {"epoch": epoch + 1, "step": progress["step"], "lr": optimizer.param_groups[0]["lr"],
-                       "train_loss": loss_sum / max(images, 1), "train_top1": 100 * correct / max(images, 1),
-                       "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-                       "epoch_time": epoch_time, "img_s": images / epoch_time}
-                is_best = val["top1"] > progress["best_top1"]
-                if is_best:
-                    progress["best_top1"] = val["top1"]
-                if is_best:  # best first: a kill between the two writes re-runs the epoch and rewrites both
-                    checkpoint(run_dir / "best.pt")
-                    copy_checkpoint(run_dir / "best.pt", run_dir / "last.pt")
+        for epoch in range(progress["epoch"], cfg.train.epochs):
+            sampler.set_epoch(epoch, progress["batch"])
+            model.train()
+            sums = torch.tensor(progress["epoch_sums"][:2], dtype=torch.float64, device=device)
+            images = progress["epoch_sums"][2]
+            wall_base, t0 = progress["wall"], time.perf_counter()
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+                       disable=not cfg.train.progress, dynamic_ncols=True, initial=progress["batch"],
+                       total=steps_per_epoch)
+            for x, y in bar:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                logits = model(x)
+                loss = criterion(logits, y)
+                if torch.isfinite(loss):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.optim.grad_clip:
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                    optimizer.step()
+                    sums += torch.stack([loss.detach().double() * y.numel(),
+                                         _topk_correct(logits, y, 1).double()])
+                    images += y.numel()
                 else:
+                    where = f"at step {progress['step'] + 1} (epoch {epoch + 1})"
+                    if cfg.train.on_nonfinite == "stop":
+                        raise UserError(f"loss is {loss.item()} {where}; last good checkpoint: "
+                                        f"{run_dir / 'last.pt'}; lower optim.lr, or train.on_nonfinite: skip")
+                    log(f"warning: loss is {loss.item()} {where}; update skipped")
+                    progress["skipped"] = progress.get("skipped", 0) + 1
+                scheduler.step()  # the schedule follows batches, skipped ones too
+                progress["step"] += 1
+                progress["batch"] += 1
+                steps_this_call += 1
+                if progress["step"] % cfg.train.log_every_steps == 0:
+                    loss_sum, correct = sums.tolist()
+                    elapsed, seen = time.perf_counter() - t0, max(images, 1)
+                    writer.add_scalar("train/loss_running", loss_sum / seen, progress["step"])
+                    writer.add_scalar("lr", optimizer.param_groups[0]["lr"], progress["step"])
+                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
+                                    img_s=f"{images / max(elapsed, 1e-9):.0f}", refresh=False)
+                stop_now = stop["stop"] or (stop_after_steps is not None and steps_this_call >= stop_after_steps)
+                every = cfg.train.checkpoint_every_steps
+                if stop_now or (every and progress["step"] % every == 0):
+                    progress["epoch_sums"] = [*sums.tolist(), images]
+                    progress["wall"] = wall_base + time.perf_counter() - t0
                     checkpoint(run_dir / "last.pt")
-                with open(metrics_path, "a", newline="") as f:
-                    csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row[k] for k in METRIC_FIELDS})
-                for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5"):
-                    split, name = key.split("_")
-                    writer.add_scalar(f"{split}/{name}", row[key], progress["step"])
-                writer.add_scalar("perf/img_s", row["img_s"], progress["step"])
-                writer.add_scalar("perf/epoch_time_s", epoch_time, progress["step"])
-                writer.flush()
-                log(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  train loss {row['train_loss']:.4f} "
-                    f"top1 {row['train_top1']:5.2f}%  val loss {val['loss']:.4f} top1 {val['top1']:5.2f}% "
-                    f"top5 {val['top5']:5.2f}%  lr {row['lr']:.4g}  {row['img_s']:,.0f} img/s  "
-                    f"{epoch_time:.1f}s{'  *best' if is_best else ''}")
+                if stop_now:
+                    why = stop["stop"] or f"step budget of {stop_after_steps}"
+                    raise TrainingInterrupted(
+                        f"stopped ({why}) at epoch {epoch + 1}, step {progress['step']}; "
+                        f"{run_dir / 'last.pt'} written. Resume with: acl train --resume {run_dir}", run_dir)
+            bar.close()
+            epoch_time = time.perf_counter() - t0
+            loss_sum, correct = sums.tolist()
+            val = evaluate(model, val_loader, device)
+            progress.update(epoch=epoch + 1, batch=0, epoch_sums=[0.0, 0, 0])
+            progress["wall"] = wall_base + time.perf_counter() - t0
+            row = {"epoch": epoch + 1, "step": progress["step"], "lr": optimizer.param_groups[0]["lr"],
+                   "train_loss": loss_sum / max(images, 1), "train_top1": 100 * correct / max(images, 1),
+                   "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+                   "epoch_time": epoch_time, "img_s": images / epoch_time}
+            is_best = val["top1"] > progress["best_top1"]
+            if is_best:
+                progress["best_top1"] = val["top1"]
+            if is_best:  # best first: a kill between the two writes re-runs the epoch and rewrites both
+                checkpoint(run_dir / "best.pt")
+                copy_checkpoint(run_dir / "best.pt", run_dir / "last.pt")
+            else:
+                checkpoint(run_dir / "last.pt")
+            with open(metrics_path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row[k] for k in METRIC_FIELDS})
+            for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5"):
+                split, name = key.split("_")
+                writer.add_scalar(f"{split}/{name}", row[key], progress["step"])
+            writer.add_scalar("perf/img_s", row["img_s"], progress["step"])
+            writer.add_scalar("perf/epoch_time_s", epoch_time, progress["step"])
+            writer.flush()
+            log(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  train loss {row['train_loss']:.4f} "
+                f"top1 {row['train_top1']:5.2f}%  val loss {val['loss']:.4f} top1 {val['top1']:5.2f}% "
+                f"top5 {val['top5']:5.2f}%  lr {row['lr']:.4g}  {row['img_s']:,.0f} img/s  "
+                f"{epoch_time:.1f}s{'  *best' if is_best else ''}")
         final = {"val_top1": val.get("top1"), "val_top5": val.get("top5"), "val_loss": val.get("loss"),
                  "best_val_top1": progress["best_top1"], "params": report.total, "epochs": progress["epoch"],
                  "wall_s": progress["wall"]}
