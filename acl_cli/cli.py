@@ -200,6 +200,60 @@ def config_show(config_path, overrides):
     click.echo(load_config(config_path, overrides).to_yaml(), nl=False)
 
 
+@main.command("import-original")
+@click.argument("src", type=click.Path())
+@click.option("--arch", required=True, help="Our architecture name, e.g. resnet56 or densenet_bc_40_36.")
+@click.option("--out", "dst", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
+@click.option("--overwrite", is_flag=True, help="Replace DST if it exists.")
+def import_original_cmd(src, arch, dst, overwrite):
+    """Convert a checkpoint of the authors' code (ckpt.t7) into an acl checkpoint.
+
+    Slice shape and code size come from the tensor shapes; the config gets the authors' CIFAR preprocessing.
+
+    \b
+    Examples:
+      acl import-original RN56_1212-72/ckpt.t7 --arch resnet56 --out r56_csg.pt
+      acl eval r56_csg.pt --set data.name=imagefolder --set data.root=/data/cifar10-jpeg --split test
+    """
+    import warnings
+
+    from .authors import import_original
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = import_original(src, arch, dst, overwrite)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    csg = cfg.model.csg
+    what = f"CSG slice {csg.slice_shape}, code {csg.code_size}" if csg else "original network"
+    click.echo(f"wrote {dst}: {arch} ({what}), {cfg.model.num_classes} classes")
+
+
+@main.command("export")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@click.option("--format", "fmt", type=click.Choice(["state_dict", "torchscript", "pt2", "onnx"]),
+              default="state_dict", show_default=True,
+              help="state_dict: plain-conv weights for the original architecture (or torchvision's); "
+                   "torchscript / pt2 (torch.export) / onnx: standalone programs.")
+@click.option("--compact", is_flag=True, help="Instead: the smallest faithful acl checkpoint (generator + codes).")
+@click.option("--fp16", is_flag=True, help="With --compact: store floating tensors as float16.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def export_cmd(checkpoint, out, fmt, compact, fp16, overwrite):
+    """Export a checkpoint with generated kernels materialised into plain convolutions.
+
+    \b
+    Examples:
+      acl export runs/r56 --out r56_plain.pt                # loads into create_model('resnet56')
+      acl export runs/r56 --out r56.ts --format torchscript  # torch.jit.load('r56.ts')
+      acl export runs/r56 --out r56_small.pt --compact --fp16
+    """
+    from .export import export
+
+    info = export(checkpoint, out, fmt, compact, fp16, overwrite)
+    click.echo(f"wrote {out}: {info['format']}, {info['bytes']:,} bytes")
+
+
 @main.command("list-models")
 def list_models_cmd():
     """List the registered architectures.

@@ -30,6 +30,8 @@ class CSGConfig:
     layout: Literal["flat", "tile"] = "flat"
     targets: Union[str, list[str]] = "authors"  # "authors", "all", or roles: stem block pointwise shortcut transition
     init: Literal["authors", "scaled"] = "authors"
+    init_from: Optional[str] = None  # checkpoint (or run dir) whose trained generator this run starts from
+    freeze: bool = False  # keep the generator fixed: only codes, norms and the classifier train
 
     def validate(self, path: str) -> None:
         if len(self.slice_shape) != 4 or min(self.slice_shape) < 1:

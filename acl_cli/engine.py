@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .checkpoint import copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, OptimConfig, ScheduleConfig, build_config
-from .csg import GeneratedConv2d, SliceGenerator
+from .csg import GeneratedConv2d, SliceGenerator, find_generator
 from .data import DataSplits, build_splits, eval_loader, train_loader
 from .errors import UserError
 from .models import create_model
@@ -54,6 +54,22 @@ def build_model(cfg: Config) -> nn.Module:
         return create_model(cfg.model.arch, cfg.model.num_classes, csg)
     except ValueError as e:
         raise UserError(f"model: {e}") from None
+
+
+@torch.no_grad()
+def load_generator(model: nn.Module, source: str | Path) -> None:
+    """Copy the trained generator of another run (any architecture with the same slice shape and code size)."""
+    generator = find_generator(model)
+    state = load_checkpoint(source)
+    weight = state["model"].get("csg.weight")
+    if weight is None:
+        raise UserError(f"model.csg.init_from: {source} holds an original network, no CSG generator")
+    if generator is None or weight.shape != generator.weight.shape:
+        src = state["config"]["model"].get("csg") or {}
+        mine = "none" if generator is None else f"slice {list(generator.slice_shape)}, code {generator.code_size}"
+        raise UserError(f"model.csg.init_from: {source} has a generator for slice {src.get('slice_shape')}, code "
+                        f"{src.get('code_size')}; this model needs {mine}")
+    generator.weight.copy_(weight)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,7 +254,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_after
     sampler = loader.batch_sampler
     steps_per_epoch = sampler.batches_per_epoch()
 
-    model = build_model(cfg).to(device)
+    model = build_model(cfg)
+    if cfg.model.csg and cfg.model.csg.init_from and not resume:
+        load_generator(model, cfg.model.csg.init_from)
+    model.to(device)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.epochs, steps_per_epoch)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)

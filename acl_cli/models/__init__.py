@@ -42,7 +42,7 @@ def create_model(arch: str, num_classes: int = 10, csg: Any = None) -> nn.Module
     """Build a registered architecture, original (``csg=None``) or with generated convs.
 
     ``csg`` is a :class:`acl_cli.config.CSGConfig` or a mapping with ``slice_shape``, ``code_size`` and
-    optionally ``layout``, ``targets``, ``init``.
+    optionally ``layout``, ``targets``, ``init``, ``freeze`` (``init_from`` is applied by the trainer).
     """
     entry = get_model_entry(arch)
     if csg is None:
@@ -56,6 +56,7 @@ def create_model(arch: str, num_classes: int = 10, csg: Any = None) -> nn.Module
                          f"{generator.slice_shape[3]} kernel, so nothing would be generated")
     attach_generator(model, generator)
     init_csg(generator, spec.get("init", "authors"), entry.csg_init)
+    generator.weight.requires_grad_(not spec.get("freeze", False))
     return model
 
 

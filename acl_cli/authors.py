@@ -1,0 +1,124 @@
+"""Import checkpoints published with the authors' code (hamedomidvar/associativeconv).
+
+Their files are ``{'net': state_dict, 'acc': float, 'epoch': int}`` with ``module.`` prefixes, the generator
+repeated under every block as ``CSG.weight`` (older files: ``CLG.weight``), codes as ``code`` / ``code2``,
+sometimes float16. We rename the keys to our architectures', keep one generator, infer the slice shape and
+code size from the tensor shapes (file names are not always right) and load strictly: a file that does not
+fit the named architecture is refused, never partially loaded.
+"""
+from __future__ import annotations
+
+import math
+import pickle
+import re
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import save_checkpoint
+from .config import Config, CSGConfig, DataConfig, ModelConfig
+from .errors import UserError
+from .models import create_model, get_model_entry
+
+_RESNET_RULES = [  # (pattern, replacement) applied in order to each key of their CIFAR ResNet
+    (r"^conv_1_3x3\.", "conv1."),
+    (r"^bn_1\.", "bn1."),
+    (r"^stage_(\d)\.(\d+)\.code$", r"stage\1.\2.conv_a.codes"),
+    (r"^stage_(\d)\.(\d+)\.code2$", r"stage\1.\2.conv_b.codes"),
+    (r"^stage_(\d)\.", r"stage\1."),
+]
+_DENSENET_RULES = [
+    (r"^dense(\d)\.(\d+)\.code2$", r"dense\1.\2.conv2.codes"),
+    (r"^trans3\.bn\.", "bn."),
+]
+_GENERATOR = re.compile(r"(^|\.)(CSG|CLG)\.weight$")
+
+
+def _family(arch: str) -> str:
+    module = get_model_entry(arch).constructor.__module__
+    if module.endswith("cifar_resnet"):
+        return "resnet"
+    if module.endswith("densenet_bc"):
+        return "densenet"
+    raise UserError(f"import-original supports the authors' CIFAR ResNets and DenseNet-BC, not {arch}")
+
+
+def _read(src: Path) -> dict[str, Any]:
+    if not src.is_file():
+        raise UserError(f"checkpoint not found: {src}")
+    try:
+        data = torch.load(src, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError):
+        raise UserError(f"{src} is not a readable PyTorch checkpoint of plain data") from None
+    net = data.get("net") if isinstance(data, dict) else None
+    if not isinstance(net, dict) or not all(isinstance(v, torch.Tensor) for v in net.values()):
+        raise UserError(f"{src} is not in the authors' format (a dict with a 'net' state_dict)")
+    return data
+
+
+def convert_state(net: dict[str, torch.Tensor], arch: str) -> tuple[dict[str, torch.Tensor], CSGConfig | None, int]:
+    """Their state_dict -> (ours, the CSG settings it implies, num_classes)."""
+    rules = _RESNET_RULES if _family(arch) == "resnet" else _DENSENET_RULES
+    state, generators = {}, []
+    for key, value in net.items():
+        key = key.removeprefix("module.")
+        value = value.float() if value.is_floating_point() else value
+        if _GENERATOR.search(key):
+            generators.append((key, value))
+            continue
+        for pattern, repl in rules:
+            key = re.sub(pattern, repl, key)
+        state[key] = value
+    csg = None
+    if generators:
+        weight = generators[0][1]
+        differing = [k for k, v in generators[1:] if not torch.equal(v, weight)]
+        if differing:
+            warnings.warn(f"{len(differing)} of {len(generators)} generator copies differ from {generators[0][0]} "
+                          f"(e.g. {differing[0]}); using {generators[0][0]}", stacklevel=2)
+        side = math.isqrt(weight.shape[0] // 9)
+        if weight.dim() != 2 or side * side * 9 != weight.shape[0]:
+            raise UserError(f"generator of shape {tuple(weight.shape)} is not a square 3x3 slice generator")
+        state["csg.weight"] = weight
+        csg = CSGConfig(slice_shape=[side, side, 3, 3], code_size=int(weight.shape[1]), layout="flat")
+    head = next((v for k, v in state.items() if k in ("classifier.weight", "linear.weight")), None)
+    if head is None:
+        raise UserError("no classifier weight (classifier.weight / linear.weight) in the checkpoint")
+    return state, csg, int(head.shape[0])
+
+
+def import_original(src: str | Path, arch: str, dst: str | Path, overwrite: bool = False) -> Config:
+    """Convert an authors' checkpoint into ours (with a config), so ``acl eval DST`` needs nothing else."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and not overwrite:
+        raise UserError(f"{dst} already exists; choose another --out or add --overwrite")
+    _family(arch)
+    data = _read(src)
+    state, csg, num_classes = convert_state(data["net"], arch)
+    model = create_model(arch, num_classes, None if csg is None else vars(csg))
+    expected = model.state_dict()
+    for key in [k for k in expected if k.endswith("num_batches_tracked") and k not in state]:
+        state[key] = torch.zeros((), dtype=torch.long)  # files from before PyTorch 0.4.1 lack it
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        detail = "; ".join(f"{name} {len(keys)} (e.g. {keys[0]})" for name, keys in
+                           (("missing", missing), ("unexpected", unexpected)) if keys)
+        raise UserError(f"{src} does not fit {arch}" + (" with a CSG" if csg else "") + f": {detail}")
+    wrong = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items() if state[k].shape != v.shape]
+    if wrong:
+        k, got, want = wrong[0]
+        raise UserError(f"{src} does not fit {arch}: {len(wrong)} tensors have other shapes (e.g. {k}: {got}, "
+                        f"expected {want})")
+    model.load_state_dict(state, strict=True)
+    dataset = "cifar100" if num_classes == 100 else "cifar10"
+    cfg = Config(model=ModelConfig(arch=arch, num_classes=num_classes, csg=csg),
+                 data=DataConfig(name=dataset, preset="cifar", batch_size=128))
+    epoch = int(data.get("epoch", 0) or 0)
+    save_checkpoint({"config": cfg.to_dict(), "model": model.state_dict(),
+                     "progress": {"epoch": epoch, "batch": 0, "step": 0, "best_top1": float(data.get("acc", -1.0))},
+                     "imported": {"source": str(src), "acc": float(data.get("acc", -1.0)), "epoch": epoch}}, dst)
+    return cfg

@@ -1,0 +1,81 @@
+"""Export a trained model: plain convolutions that need nothing of ours, or the compact CSG form."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import _atomic, load_checkpoint, save_checkpoint
+from .config import build_config
+from .csg import materialize
+from .errors import UserError
+from .models import create_model, get_model_entry
+
+FORMATS = ("state_dict", "torchscript", "pt2", "onnx")
+
+
+def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of a checkpoint, rebuilt from its config alone, in eval mode."""
+    state = load_checkpoint(checkpoint)
+    cfg = build_config(state["config"])
+    csg = None if cfg.model.csg is None else vars(cfg.model.csg)
+    model = create_model(cfg.model.arch, cfg.model.num_classes, csg)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise UserError(f"{checkpoint}: weights do not fit {cfg.model.arch}: {str(e).splitlines()[0]}") from None
+    return model.eval(), state
+
+
+def example_input(arch: str, batch: int = 1) -> torch.Tensor:
+    side = get_model_entry(arch).input_size
+    return torch.randn(batch, 3, side, side)
+
+
+def export(checkpoint: str | Path, out: str | Path, fmt: str = "state_dict", compact: bool = False,
+           fp16: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Write ``out``; returns what was written (format, bytes, params)."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; choose another --out or add --overwrite")
+    model, state = load_model(checkpoint)
+    arch = state["config"]["model"]["arch"]
+    if compact:  # generator + codes + the rest: the smallest faithful file, still an acl checkpoint
+        weights = {k: v.half() if fp16 and v.is_floating_point() else v for k, v in model.state_dict().items()}
+        save_checkpoint({"config": state["config"], "model": weights, "progress": state.get("progress", {})}, out)
+        return {"format": "compact" + ("-fp16" if fp16 else ""), "bytes": out.stat().st_size}
+    if fp16:
+        raise UserError("--fp16 applies to --compact only")
+    plain = materialize(model).eval()
+    x = example_input(arch, batch=2)  # batch 2: a batch of 1 would be specialised as a constant
+    if fmt == "state_dict":
+        _atomic(out, lambda f: torch.save(plain.state_dict(), f))
+    elif fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecated upstream in favour of torch.export (pt2), still widely used
+            traced = torch.jit.trace(plain, x)
+            _atomic(out, lambda f: torch.jit.save(traced, f))
+    elif fmt == "pt2":
+        batch = torch.export.Dim("batch", min=1)
+        program = torch.export.export(plain, (x,), dynamic_shapes=({0: batch},))
+        _atomic(out, lambda f: torch.export.save(program, f))
+    elif fmt == "onnx":
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise UserError("ONNX export needs the onnx package: pip install onnx onnxscript") from None
+        tmp = out.with_name(f".{out.name}.tmp")
+        try:
+            torch.onnx.export(plain, (x,), str(tmp), input_names=["images"], output_names=["logits"],
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=False)
+            tmp.replace(out)
+        except ImportError as e:
+            raise UserError(f"ONNX export needs {e.name}: pip install onnx onnxscript") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+    else:
+        raise UserError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+    return {"format": fmt, "bytes": out.stat().st_size}
