@@ -254,6 +254,26 @@ def export_cmd(checkpoint, out, fmt, compact, fp16, overwrite):
     click.echo(f"wrote {out}: {info['format']}, {info['bytes']:,} bytes")
 
 
+@main.command("report")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also draw accuracy vs parameters (PNG).")
+def report_cmd(run_dirs, fmt, plot_path):
+    """One row per run: arch, CSG settings, params, compression, best/final val top-1, epochs, time, img/s.
+
+    \b
+    Examples:
+      acl report runs/*
+      acl report runs/sweep/* --format csv --plot sweep.png
+    """
+    from .report import collect, format_rows, plot
+
+    rows = [collect(d) for d in run_dirs]
+    if plot_path:
+        plot(rows, plot_path)
+    click.echo(format_rows(rows, fmt))
+
+
 @main.command("list-models")
 def list_models_cmd():
     """List the registered architectures.

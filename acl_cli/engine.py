@@ -406,6 +406,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_after
         hparams = {"arch": cfg.model.arch, "csg": json.dumps(asdict(cfg.model.csg)) if cfg.model.csg else "none",
                    "lr": cfg.optim.lr, "batch_size": cfg.data.batch_size, "epochs": cfg.train.epochs,
                    "params": report.total}
+        (run_dir / "final.json").write_text(json.dumps(final, indent=2))  # marks the run as finished
         writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in final.items() if v is not None}, run_name=".")
         log(f"done: best val top1 {progress['best_top1']:.2f}%; checkpoints {run_dir / 'best.pt'} and last.pt; "
             f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")

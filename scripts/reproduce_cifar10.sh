@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The authors' CIFAR-10 table: ResNet-20/56 and DenseNet-BC-40 (k=36, 48), original and CSG.
+#   scripts/reproduce_cifar10.sh ~/data 200            # the full recipe (200 epochs)
+#   DRY_RUN=1 scripts/reproduce_cifar10.sh ~/data 200  # print the commands
+#   GPUS="0 1 2 3" scripts/reproduce_cifar10.sh ~/data 200
+source "$(dirname "$0")/lib.sh"
+parse_args "$@"
+for exp in resnet20 resnet20_csg_16_72 resnet56 resnet56_csg_12_72 resnet56_csg_16_128 \
+           densenet_bc_40_36 densenet_bc_40_36_csg_12_72 densenet_bc_40_48 densenet_bc_40_48_csg_16_128; do
+    run_exp "$exp" "configs/cifar10/$exp.yaml"
+done
+finish

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Compression as CIFAR ResNets grow: each depth original and CSG (SLICE x SLICE x 3 x 3, CODE).
+#   scripts/sweep_depth.sh ~/data 200
+#   DEPTHS="20 56 110" SLICE=16 CODE=128 DRY_RUN=1 scripts/sweep_depth.sh ~/data 200
+source "$(dirname "$0")/lib.sh"
+parse_args "$@"
+SLICE=${SLICE:-12}
+CODE=${CODE:-72}
+for depth in ${DEPTHS:-20 32 44 56 110}; do
+    run_exp "resnet$depth" "configs/cifar10/resnet20.yaml" --set "model.arch=resnet$depth"
+    run_exp "resnet${depth}_csg_${SLICE}_${CODE}" "configs/cifar10/resnet20.yaml" --set "model.arch=resnet$depth" \
+        --set "model.csg={slice_shape: [$SLICE, $SLICE, 3, 3], code_size: $CODE}"
+done
+finish

@@ -1,0 +1,61 @@
+"""Sweep scripts (dry run, skip, a real tiny sweep) and acl report."""
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ("--set data.name=digits --set data.val_split=0.2 --set data.train_subset=96 --set data.batch_size=32 "
+        "--set data.workers=0 --set train.progress=false")
+
+
+def _script(name, *args, **env):
+    full_env = {**os.environ, "ACL": f"{sys.executable} -m acl_cli", **env}
+    return subprocess.run(["bash", str(ROOT / "scripts" / name), *map(str, args)], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("name,runs", [("reproduce_cifar10.sh", 9), ("sweep_code_slice.sh", 10),
+                                       ("sweep_depth.sh", 10), ("compare_layouts.sh", 4)])
+def test_dry_run_prints_the_commands(tmp_path, name, runs):
+    res = _script(name, "/data/cifar", 40, tmp_path / "out", DRY_RUN="1")
+    assert res.returncode == 0, res.stderr
+    lines = [shlex.split(line) for line in res.stdout.splitlines() if " train " in line]
+    assert len(lines) == runs
+    for args in lines:
+        assert "data.root=/data/cifar" in args and "train.epochs=40" in args and "schedule.milestones=[20,30]" in args
+        config = Path(args[args.index("--config") + 1])
+        assert config.is_file()
+        assert args[args.index("--out") + 1].startswith(str(tmp_path / "out"))
+    assert "report" in res.stdout.splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_arguments():
+    res = _script("sweep_depth.sh", "/data")
+    assert res.returncode == 2 and "usage:" in res.stderr
+    res = _script("sweep_depth.sh", "/data", "ten")
+    assert res.returncode == 2 and "EPOCHS must be a positive integer" in res.stderr
+
+
+@pytest.mark.slow
+def test_tiny_sweep_runs_skips_and_reports(tmp_path, cli):
+    out = tmp_path / "layouts"
+    env = {"EXTRA_SET": TINY, "ARCH": "resnet20", "SETTINGS": "16:72"}
+    res = _script("compare_layouts.sh", "unused", 1, out, **env)
+    assert res.returncode == 0, res.stderr
+    assert "| resnet20_csg_16_72_flat | resnet20 | 16x16x3x3/72 flat | 176,698 |" in res.stdout
+    assert "16x16x3x3/72 tile" in (out / "report.md").read_text()
+    assert (out / "report.png").stat().st_size > 0 and (out / "report.csv").exists()
+    again = _script("compare_layouts.sh", "unused", 1, out, **env)
+    assert again.stdout.count("skip ") == 2
+    rows = json.loads(cli("report", out / "resnet20_csg_16_72_flat", out / "resnet20_csg_16_72_tile",
+                          "--format", "json").output)
+    assert [r["csg"] for r in rows] == ["16x16x3x3/72 flat", "16x16x3x3/72 tile"]
+    assert all(r["epochs"] == "1/1" and r["params"] == 176_698 and r["best_top1"] is not None for r in rows)
+    res = cli("report", tmp_path)
+    assert res.exit_code == 2 and "is not a run directory" in res.stderr
