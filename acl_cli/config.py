@@ -72,6 +72,7 @@ class DataConfig:
     batch_size: int = 128
     eval_batch_size: Optional[int] = None  # default: 2 x batch_size
     workers: int = 2
+    loader: Literal["auto", "torch", "device"] = "auto"  # device: whole dataset on the GPU, augmented there
     synthetic_size: int = 1024  # synthetic: training images (the held-out split is a quarter of it)
 
     def validate(self, path: str) -> None:
@@ -96,6 +97,7 @@ class OptimConfig:
     decay_norm: bool = True  # weight decay on norm weights and all biases (the authors: yes)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: Optional[float] = None  # max global grad norm
+    lr_scaling: Literal["linear", "none"] = "linear"  # with N processes (torchrun), lr x N (Goyal et al. 2017)
 
     def validate(self, path: str) -> None:
         if self.lr <= 0:
@@ -139,6 +141,11 @@ class TrainConfig:
     log_every_steps: int = 50  # TensorBoard train scalars every N steps
     progress: bool = True  # tqdm bar per epoch
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/Inf loss stops the run, or skips that step
+    amp: Literal["off", "bf16", "fp16"] = "off"  # autocast dtype; fp16 adds a GradScaler
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
 
     def validate(self, path: str) -> None:
         if self.epochs < 1:

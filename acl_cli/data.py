@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -205,8 +206,8 @@ class SplitDataset(Dataset):
     process's own RNG is left as it was), which makes augmentation reproducible on resume.
     """
 
-    def __init__(self, base: Dataset, indices: Sequence[int], transform: Callable):
-        self.base, self.indices, self.transform = base, list(indices), transform
+    def __init__(self, base: Dataset, indices: Sequence[int], transform: Callable, preset: str | None = None):
+        self.base, self.indices, self.transform, self.preset = base, list(indices), transform, preset
         targets = base.targets
         self.targets = [int(targets[i]) for i in self.indices]
 
@@ -246,7 +247,7 @@ def build_splits(cfg: DataConfig, num_classes: int) -> DataSplits:
         raise UserError(f"{cfg.name} has {len(raw.classes)} classes but model.num_classes is {num_classes}")
     preset = raw.preset if cfg.preset == "auto" else cfg.preset
     train_tf, eval_tf = build_transform(preset, True, cfg.image_size), build_transform(preset, False, cfg.image_size)
-    test = SplitDataset(raw.test, range(len(raw.test)), eval_tf) if raw.test is not None else None
+    test = SplitDataset(raw.test, range(len(raw.test)), eval_tf, preset) if raw.test is not None else None
     if raw.train is None:  # evaluation-only folder
         if cfg.val_split > 0:
             raise UserError(f"data.val_split needs a training folder, and {Path(cfg.root) / 'train'} does not exist")
@@ -260,8 +261,8 @@ def build_splits(cfg: DataConfig, num_classes: int) -> DataSplits:
         raise UserError(f"{cfg.name} at {cfg.root} has no held-out split: set data.val_split (e.g. 0.1)")
     if cfg.train_subset is not None:
         train_idx = balanced_subset(train_idx, targets, cfg.train_subset, cfg.split_seed)
-    val = SplitDataset(raw.train, val_idx, eval_tf) if val_idx is not None else test
-    return DataSplits(SplitDataset(raw.train, train_idx, train_tf), val, test, preset, raw.classes)
+    val = SplitDataset(raw.train, val_idx, eval_tf, preset) if val_idx is not None else test
+    return DataSplits(SplitDataset(raw.train, train_idx, train_tf, preset), val, test, preset, raw.classes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -311,15 +312,124 @@ def _loader_kwargs(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
     return kwargs
 
 
-def train_loader(ds: SplitDataset, cfg: DataConfig, seed: int, device: torch.device) -> DataLoader:
-    sampler = EpochBatchSampler(len(ds), cfg.batch_size, seed)
+def train_loader(ds: SplitDataset, cfg: DataConfig, seed: int, device: torch.device, rank: int = 0,
+                 world_size: int = 1):
+    sampler = EpochBatchSampler(len(ds), cfg.batch_size, seed, rank, world_size)
+    if use_device_loader(ds, cfg, device):
+        return DeviceLoader(ds, device, sampler)
     return DataLoader(ds, batch_sampler=sampler, **_loader_kwargs(cfg, device))
 
 
-def eval_loader(ds: SplitDataset, cfg: DataConfig, device: torch.device) -> DataLoader:
+def eval_loader(ds: SplitDataset, cfg: DataConfig, device: torch.device, rank: int = 0, world_size: int = 1):
+    """Every sample exactly once over all processes: rank r takes positions r, r + N, ... (no padding)."""
     batch = cfg.eval_batch_size or 2 * cfg.batch_size
-    return DataLoader(ds, batch_size=batch, shuffle=False, **_loader_kwargs(cfg, device))
+    positions = range(rank, len(ds), world_size)
+    if use_device_loader(ds, cfg, device):
+        return DeviceLoader(ds, device, positions=positions, batch_size=batch)
+    return DataLoader(ds, batch_size=batch, sampler=list(positions), **_loader_kwargs(cfg, device))
 
 
-__all__ = ["DataSplits", "EpochBatchSampler", "SplitDataset", "balanced_split", "build_splits", "build_transform",
+# --------------------------------------------------------------------------------------------------
+# GPU-resident loading for datasets that fit in device memory
+
+DEVICE_PRESETS = {  # preset -> (crop padding, horizontal flip, mean, std)
+    "cifar": (4, True, CIFAR_MEAN, CIFAR_STD),
+    "digits": (2, False, (0.5,) * 3, (0.5,) * 3),
+    "none": (0, False, (0.0,) * 3, (1.0,) * 3),
+}
+
+
+def _preset_of(ds: SplitDataset) -> str | None:
+    return getattr(ds, "preset", None)
+
+
+def use_device_loader(ds: SplitDataset, cfg: DataConfig, device: torch.device) -> bool:
+    preset = _preset_of(ds)
+    if cfg.loader == "device":
+        if preset not in DEVICE_PRESETS:
+            raise UserError(f"data.loader: device supports the {', '.join(DEVICE_PRESETS)} presets (small images), "
+                            f"not {preset}; use data.loader: torch")
+        return True
+    if cfg.loader == "torch" or device.type != "cuda" or preset not in DEVICE_PRESETS:
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return len(ds) * 3 * 64 * 64 < 0.25 * free  # a generous bound for images of at most 64x64
+
+
+def decode_all(ds: SplitDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split's images as one uint8 ``(N, 3, H, W)`` tensor (decoded once) and its labels."""
+    base, idx = ds.base, torch.as_tensor(ds.indices, dtype=torch.long)
+    if isinstance(base, TensorImages):
+        images = base.images[idx]
+    elif isinstance(getattr(base, "data", None), np.ndarray):  # torchvision CIFAR: (N, H, W, 3) uint8
+        images = torch.from_numpy(base.data[idx.numpy()]).permute(0, 3, 1, 2).contiguous()
+    else:
+        to_image = v2.ToImage()
+        decoded = [to_image(base[i][0]) for i in ds.indices]
+        if len({tuple(t.shape) for t in decoded}) > 1:
+            raise UserError("data.loader: device needs images of one size; use data.loader: torch")
+        images = torch.stack([t.expand(3, -1, -1) if t.shape[0] == 1 else t for t in decoded])
+    return images, torch.as_tensor(ds.targets, dtype=torch.long)
+
+
+class DeviceLoader:
+    """The whole split on the device as uint8; each batch is cropped, flipped and normalised there.
+
+    No worker processes, no host-to-device copies per step. Training batches come from an
+    :class:`EpochBatchSampler`; each batch's augmentation draws from a generator seeded by its first sample's
+    seed, so resuming mid-epoch repeats exactly the same crops.
+    """
+
+    def __init__(self, ds: SplitDataset, device: torch.device, batch_sampler: EpochBatchSampler | None = None,
+                 positions: Sequence[int] | None = None, batch_size: int = 256):
+        padding, flip, mean, std = DEVICE_PRESETS[_preset_of(ds)]
+        images, targets = decode_all(ds)
+        self.dataset, self.device, self.batch_sampler = ds, device, batch_sampler
+        self.images, self.targets = images.to(device), targets.to(device)
+        self.padding, self.flip = padding, flip
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        self.positions = list(positions) if positions is not None else None
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        if self.batch_sampler is not None:
+            return len(self.batch_sampler)
+        return -(-len(self.positions) // self.batch_size)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+    def augment(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        b, c, h, w = x.shape
+        if self.padding:
+            p = self.padding
+            x = F.pad(x, (p, p, p, p))
+            oy = torch.randint(0, 2 * p + 1, (b,), generator=g, device=self.device)
+            ox = torch.randint(0, 2 * p + 1, (b,), generator=g, device=self.device)
+            rows = (oy[:, None] + torch.arange(h, device=self.device))[:, None, :, None]
+            cols = (ox[:, None] + torch.arange(w, device=self.device))[:, None, None, :]
+            batch = torch.arange(b, device=self.device)[:, None, None, None]
+            chans = torch.arange(c, device=self.device)[None, :, None, None]
+            x = x[batch, chans, rows, cols]
+        if self.flip:
+            flip = torch.rand(b, generator=g, device=self.device) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        return x
+
+    def __iter__(self):
+        if self.batch_sampler is not None:
+            for batch in self.batch_sampler:
+                pos = torch.tensor([p for p, _ in batch], device=self.device)
+                x = self.augment(self.images[pos], int(batch[0][1]))
+                yield self._normalise(x), self.targets[pos]
+            return
+        pos_all = torch.tensor(self.positions, dtype=torch.long, device=self.device)
+        for start in range(0, len(pos_all), self.batch_size):
+            pos = pos_all[start:start + self.batch_size]
+            yield self._normalise(self.images[pos]), self.targets[pos]
+
+
+__all__ = ["DataSplits", "DeviceLoader", "EpochBatchSampler", "SplitDataset", "balanced_split", "build_splits", "build_transform",
            "eval_loader", "load_digits_images", "train_loader"]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, OptimConfig, ScheduleConfig, build_config
 from .csg import GeneratedConv2d, SliceGenerator, find_generator
@@ -95,11 +96,11 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
     return groups
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg)
+def build_optimizer(model: nn.Module, cfg: OptimConfig, lr_factor: float = 1.0) -> torch.optim.Optimizer:
+    groups, lr = param_groups(model, cfg), cfg.lr * lr_factor
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas))
 
 
 def build_scheduler(optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch: int):
@@ -136,23 +137,24 @@ def _topk_correct(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, progress: bool = False) -> dict[str, float]:
-    """Loss, top-1 and top-5 (percent) and the sample count over a whole loader."""
+def evaluate(model: nn.Module, loader, device: torch.device, progress: bool = False,
+             env: distributed.DistEnv = distributed.DistEnv(), amp: str = "off",
+             memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, float]:
+    """Loss, top-1 and top-5 (percent) and the sample count over a loader (summed over all processes)."""
     model.eval()
-    loss = torch.zeros((), device=device, dtype=torch.float64)
-    top1 = torch.zeros((), device=device, dtype=torch.long)
-    top5 = torch.zeros((), device=device, dtype=torch.long)
-    n = 0
+    sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, top-1, top-5, samples
     for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        loss += F.cross_entropy(logits.float(), y, reduction="sum")
-        top1 += _topk_correct(logits, y, 1)
-        top5 += _topk_correct(logits, y, 5)
-        n += y.numel()
+        x = x.to(device, non_blocking=True, memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(x)
+        sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(),
+                             _topk_correct(logits, y, 1).double(), _topk_correct(logits, y, 5).double(),
+                             torch.tensor(y.numel(), device=device, dtype=torch.float64)])
+    loss, top1, top5, n = env.sum(sums).tolist()
     if n == 0:
         raise UserError("the evaluation split is empty")
-    return {"loss": loss.item() / n, "top1": 100.0 * top1.item() / n, "top5": 100.0 * top5.item() / n, "samples": n}
+    return {"loss": loss / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n, "samples": int(n)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,33 +240,70 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: 
         return _train(cfg, Path(run_dir), resume, overwrite, stop_after_steps, log, stop)
 
 
+class _NullWriter:
+    """Stands in for the SummaryWriter on processes other than rank 0."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _autocast(device: torch.device, amp: str):
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
 def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_after_steps: int | None, log,
            stop: dict) -> dict[str, Any]:
-    _check_run_dir(run_dir, resume, overwrite)
-    device = resolve_device(cfg.train.device)
+    env, device = distributed.setup(resolve_device(cfg.train.device))
+    try:
+        return _train_loop(cfg, run_dir, resume, overwrite, stop_after_steps, log if env.is_main else _quiet,
+                           stop, env, device)
+    finally:
+        distributed.teardown()
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
+
+
+def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_after_steps: int | None, log,
+                stop: dict, env: distributed.DistEnv, device: torch.device) -> dict[str, Any]:
+    main = env.is_main
+    if main:  # only rank 0 owns the run directory
+        _check_run_dir(run_dir, resume, overwrite)
     torch.manual_seed(cfg.train.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
+    # Data: every process takes its own share of each epoch and of the validation set.
     splits: DataSplits = build_splits(cfg.data, cfg.model.num_classes)
     if splits.train is None:
         raise UserError(f"{cfg.data.name}: no training folder at {Path(cfg.data.root) / 'train'}")
-    loader = train_loader(splits.train, cfg.data, cfg.train.seed, device)
-    val_loader = eval_loader(splits.val, cfg.data, device)
+    loader = train_loader(splits.train, cfg.data, cfg.train.seed, device, env.rank, env.world_size)
+    val_loader = eval_loader(splits.val, cfg.data, device, env.rank, env.world_size)
     sampler = loader.batch_sampler
     steps_per_epoch = sampler.batches_per_epoch()
 
+    # Model, optimizer, schedule. ``model`` stays the plain module: checkpoints never carry wrapper prefixes.
     model = build_model(cfg)
     if cfg.model.csg and cfg.model.csg.init_from and not resume:
         load_generator(model, cfg.model.csg.init_from)
+    if cfg.train.sync_bn and env.enabled:
+        if device.type != "cuda":
+            raise UserError("train.sync_bn: SyncBatchNorm needs CUDA devices; set it false for CPU processes")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    optimizer = build_optimizer(model, cfg.optim)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    lr_factor = env.world_size if cfg.optim.lr_scaling == "linear" else 1
+    optimizer = build_optimizer(model, cfg.optim, lr_factor)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.epochs, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
     report = report_for_config(cfg.model, model)
 
     progress = {"epoch": 0, "batch": 0, "step": 0, "best_top1": -1.0, "wall": 0.0,
-                "epoch_sums": [0.0, 0, 0]}  # loss sum, correct, images of the epoch in progress
+                "epoch_sums": [0.0, 0, 0]}  # loss sum, correct, images of the epoch in progress (this process)
     if resume:
         state = load_checkpoint(run_dir / "last.pt")
         try:
@@ -272,6 +311,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_after
         except RuntimeError as e:
             raise UserError(f"{run_dir / 'last.pt'} does not fit this model: {str(e).splitlines()[0]}") from None
         optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         progress.update(state["progress"])
         old = build_config(state["config"])
         if (old.schedule, old.train.epochs) == (cfg.schedule, cfg.train.epochs):
@@ -288,58 +329,72 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_after
         raise UserError(f"{run_dir} already finished {progress['epoch']} epochs; "
                         f"to train longer: acl train --resume {run_dir} --set train.epochs=N")
 
+    train_model: nn.Module = model
+    if env.enabled:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                          else None)
+    if cfg.train.compile:
+        train_model = torch.compile(train_model, mode=cfg.train.compile_mode)
+
     # Everything is validated: only now touch the run directory.
-    _open_run_dir(run_dir, resume, overwrite)
     metrics_path = run_dir / "metrics.csv"
-    try:
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
-        (run_dir / "params.json").write_text(json.dumps(report.to_dict(per_layer=True), indent=2))
-        if resume:
-            _rewrite_metrics(metrics_path, progress["epoch"])
-        if not metrics_path.exists():
-            metrics_path.write_text(",".join(METRIC_FIELDS) + "\n")
-    except OSError as e:
-        raise UserError(f"cannot write to run directory {run_dir}: {e.strerror or e}") from None
+    writer: Any = _NullWriter()
+    if main:
+        _open_run_dir(run_dir, resume, overwrite)
+        try:
+            (run_dir / "config.yaml").write_text(cfg.to_yaml())
+            (run_dir / "params.json").write_text(json.dumps(report.to_dict(per_layer=True), indent=2))
+            if resume:
+                _rewrite_metrics(metrics_path, progress["epoch"])
+            if not metrics_path.exists():
+                metrics_path.write_text(",".join(METRIC_FIELDS) + "\n")
+        except OSError as e:
+            raise UserError(f"cannot write to run directory {run_dir}: {e.strerror or e}") from None
+        from torch.utils.tensorboard import SummaryWriter
 
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress["step"] if resume else None)
-    if not resume:
-        writer.add_text("params", format_report(report, "markdown"))
-        writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "```")
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress["step"] if resume else None)
+        if not resume:
+            writer.add_text("params", format_report(report, "markdown"))
+            writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "```")
     smaller = f" ({report.compression:.2f}x fewer than the original)" if cfg.model.csg else ""
-    log(f"{cfg.model.arch}{' CSG' if cfg.model.csg else ''}: {report.total:,} params{smaller}, {len(splits.train):,} train / "
-        f"{len(splits.val):,} val images, {steps_per_epoch} steps per epoch on {device}; logs in {run_dir}")
+    procs = f" x {env.world_size} processes (lr x {lr_factor})" if env.enabled else ""
+    log(f"{cfg.model.arch}{' CSG' if cfg.model.csg else ''}: {report.total:,} params{smaller}, "
+        f"{len(splits.train):,} train / {len(splits.val):,} val images, {steps_per_epoch} steps per epoch on "
+        f"{device}{procs}; logs in {run_dir}")
 
     def checkpoint(path: Path) -> None:
-        save_checkpoint({"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "scaler": None, "rng": rng_state(),
-                         "progress": dict(progress), "params": report.total}, path)
+        if main:
+            save_checkpoint({"config": cfg.to_dict(), "model": model.state_dict(),
+                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             "scaler": scaler.state_dict() if scaler.is_enabled() else None, "rng": rng_state(),
+                             "progress": dict(progress), "params": report.total}, path)
 
     steps_this_call = 0
     val: dict[str, float] = {}
     try:
         for epoch in range(progress["epoch"], cfg.train.epochs):
             sampler.set_epoch(epoch, progress["batch"])
-            model.train()
+            train_model.train()
             sums = torch.tensor(progress["epoch_sums"][:2], dtype=torch.float64, device=device)
             images = progress["epoch_sums"][2]
             wall_base, t0 = progress["wall"], time.perf_counter()
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                       disable=not cfg.train.progress, dynamic_ncols=True, initial=progress["batch"],
-                       total=steps_per_epoch)
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
+                       disable=not (cfg.train.progress and main), initial=progress["batch"], total=steps_per_epoch)
             for x, y in bar:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                logits = model(x)
-                loss = criterion(logits, y)
+                x = x.to(device, non_blocking=True, memory_format=memory_format)
+                y = y.to(device, non_blocking=True)
+                with _autocast(device, cfg.train.amp):
+                    logits = train_model(x)
+                    loss = criterion(logits, y)
                 if torch.isfinite(loss):
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    scaler.scale(loss).backward()
                     if cfg.optim.grad_clip:
+                        scaler.unscale_(optimizer)
                         nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                    optimizer.step()
-                    sums += torch.stack([loss.detach().double() * y.numel(),
-                                         _topk_correct(logits, y, 1).double()])
+                    scaler.step(optimizer)
+                    scaler.update()
+                    sums += torch.stack([loss.detach().double() * y.numel(), _topk_correct(logits, y, 1).double()])
                     images += y.numel()
                 else:
                     where = f"at step {progress['step'] + 1} (epoch {epoch + 1})"
@@ -352,14 +407,15 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_after
                 progress["step"] += 1
                 progress["batch"] += 1
                 steps_this_call += 1
-                if progress["step"] % cfg.train.log_every_steps == 0:
+                if main and progress["step"] % cfg.train.log_every_steps == 0:
                     loss_sum, correct = sums.tolist()
                     elapsed, seen = time.perf_counter() - t0, max(images, 1)
                     writer.add_scalar("train/loss_running", loss_sum / seen, progress["step"])
                     writer.add_scalar("lr", optimizer.param_groups[0]["lr"], progress["step"])
                     bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
-                                    img_s=f"{images / max(elapsed, 1e-9):.0f}", refresh=False)
+                                    img_s=f"{env.world_size * images / max(elapsed, 1e-9):.0f}", refresh=False)
                 stop_now = stop["stop"] or (stop_after_steps is not None and steps_this_call >= stop_after_steps)
+                stop_now = env.any(bool(stop_now), device)  # all processes stop at the same step
                 every = cfg.train.checkpoint_every_steps
                 if stop_now or (every and progress["step"] % every == 0):
                     progress["epoch_sums"] = [*sums.tolist(), images]
@@ -372,8 +428,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_after
                         f"{run_dir / 'last.pt'} written. Resume with: acl train --resume {run_dir}", run_dir)
             bar.close()
             epoch_time = time.perf_counter() - t0
-            loss_sum, correct = sums.tolist()
-            val = evaluate(model, val_loader, device)
+            loss_sum, correct, images = env.sum(torch.tensor([*sums.tolist(), images], dtype=torch.float64,
+                                                             device=device)).tolist()
+            env.broadcast_buffers(model)
+            val = evaluate(model, val_loader, device, env=env, amp=cfg.train.amp, memory_format=memory_format)
             progress.update(epoch=epoch + 1, batch=0, epoch_sums=[0.0, 0, 0])
             progress["wall"] = wall_base + time.perf_counter() - t0
             row = {"epoch": epoch + 1, "step": progress["step"], "lr": optimizer.param_groups[0]["lr"],
@@ -381,15 +439,16 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_after
                    "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
                    "epoch_time": epoch_time, "img_s": images / epoch_time}
             is_best = val["top1"] > progress["best_top1"]
-            if is_best:
-                progress["best_top1"] = val["top1"]
             if is_best:  # best first: a kill between the two writes re-runs the epoch and rewrites both
+                progress["best_top1"] = val["top1"]
                 checkpoint(run_dir / "best.pt")
-                copy_checkpoint(run_dir / "best.pt", run_dir / "last.pt")
+                if main:
+                    copy_checkpoint(run_dir / "best.pt", run_dir / "last.pt")
             else:
                 checkpoint(run_dir / "last.pt")
-            with open(metrics_path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row[k] for k in METRIC_FIELDS})
+            if main:
+                with open(metrics_path, "a", newline="") as f:
+                    csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row[k] for k in METRIC_FIELDS})
             for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5"):
                 split, name = key.split("_")
                 writer.add_scalar(f"{split}/{name}", row[key], progress["step"])
@@ -401,13 +460,14 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_after
                 f"top5 {val['top5']:5.2f}%  lr {row['lr']:.4g}  {row['img_s']:,.0f} img/s  "
                 f"{epoch_time:.1f}s{'  *best' if is_best else ''}")
         final = {"val_top1": val.get("top1"), "val_top5": val.get("top5"), "val_loss": val.get("loss"),
-                 "best_val_top1": progress["best_top1"], "params": report.total, "epochs": progress["epoch"],
-                 "wall_s": progress["wall"]}
-        hparams = {"arch": cfg.model.arch, "csg": json.dumps(asdict(cfg.model.csg)) if cfg.model.csg else "none",
-                   "lr": cfg.optim.lr, "batch_size": cfg.data.batch_size, "epochs": cfg.train.epochs,
-                   "params": report.total}
-        (run_dir / "final.json").write_text(json.dumps(final, indent=2))  # marks the run as finished
-        writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in final.items() if v is not None}, run_name=".")
+                 "val_samples": val.get("samples"), "best_val_top1": progress["best_top1"], "params": report.total,
+                 "epochs": progress["epoch"], "wall_s": progress["wall"]}
+        if main:
+            hparams = {"arch": cfg.model.arch, "csg": json.dumps(asdict(cfg.model.csg)) if cfg.model.csg else "none",
+                       "lr": cfg.optim.lr, "batch_size": cfg.data.batch_size, "epochs": cfg.train.epochs,
+                       "params": report.total}
+            (run_dir / "final.json").write_text(json.dumps(final, indent=2))  # marks the run as finished
+            writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in final.items() if v is not None}, run_name=".")
         log(f"done: best val top1 {progress['best_top1']:.2f}%; checkpoints {run_dir / 'best.pt'} and last.pt; "
             f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
         return final
