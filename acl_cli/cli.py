@@ -200,6 +200,41 @@ def config_show(config_path, overrides):
     click.echo(load_config(config_path, overrides).to_yaml(), nl=False)
 
 
+@main.command("bench")
+@config_option
+@set_option
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=int, help="Default: the config's data.batch_size.")
+@click.option("--steps", type=int, default=10, show_default=True, help="Steps per timed block.")
+@click.option("--repeats", type=int, default=5, show_default=True, help="Timed blocks per model (median).")
+@click.option("--data", "data_only", is_flag=True, help="Benchmark the data loaders alone instead.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def bench_cmd(config_path, overrides, device, batch_size, steps, repeats, data_only, fmt):
+    """Time a CSG model against its original twin (train step, inference, memory), or the loaders.
+
+    \b
+    Examples:
+      acl bench --config configs/cifar10/resnet56_csg_12_72.yaml --device cpu --batch-size 128
+      acl bench --config configs/cifar10/resnet56_csg_12_72.yaml --set train.amp=bf16 --set train.channels_last=true
+      acl bench --config configs/quickstart.yaml --data
+    """
+    from .bench import bench_loaders, bench_models, format_loaders, format_models
+    from .engine import resolve_device
+
+    if not config_path:
+        raise ConfigError("give --config FILE (see acl bench --help)")
+    if steps < 1 or repeats < 1 or (batch_size is not None and batch_size < 1):
+        raise ConfigError("--steps, --repeats and --batch-size must be >= 1")
+    cfg = load_config(config_path, overrides)
+    dev = resolve_device(device)
+    if data_only:
+        result = bench_loaders(cfg, dev, batches=steps * repeats)
+        click.echo(json.dumps(result, indent=2) if fmt == "json" else format_loaders(result))
+        return
+    result = bench_models(cfg, dev, batch_size or cfg.data.batch_size, steps, repeats)
+    click.echo(json.dumps(result, indent=2) if fmt == "json" else format_models(result))
+
+
 @main.command("import-original")
 @click.argument("src", type=click.Path())
 @click.option("--arch", required=True, help="Our architecture name, e.g. resnet56 or densenet_bc_40_36.")

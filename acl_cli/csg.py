@@ -70,7 +70,8 @@ class SliceGenerator(nn.Module):
         codes = torch.cat([layer.codes for layer in layers]) if len(layers) > 1 else layers[0].codes
         slices = F.linear(codes, self.weight)
         chunks = slices.split([layer.num_slices for layer in layers])
-        return [layer.assemble(chunk) for layer, chunk in zip(layers, chunks)]
+        # contiguous: a cropped view would make every conv call copy (or take a slower path)
+        return [layer.assemble(chunk).contiguous() for layer, chunk in zip(layers, chunks)]
 
     def _state_key(self) -> tuple:
         tensors = [self.weight, *(layer.codes for layer in self.layers)]
@@ -182,6 +183,8 @@ class GeneratedConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         kernel = self.generator.kernel(self)
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            kernel = kernel.contiguous(memory_format=torch.channels_last)  # as nn.Conv2d weights after .to()
         return F.conv2d(x, kernel, self.bias, self.stride, self.padding, self.dilation)
 
 

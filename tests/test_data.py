@@ -100,3 +100,45 @@ def test_synthetic_data_is_learnable(tmp_path):
                              "schedule.name=constant"])
     final = train(cfg, tmp_path / "run", log=lambda *a: None)
     assert final["best_val_top1"] > 50  # chance is 10%
+
+
+def test_device_loader_crops_flips_and_normalises_like_the_recipe():
+    from acl_cli.data import DeviceLoader
+
+    cfg = load_config(None, ["data.name=digits", "data.val_split=0.2", "data.loader=device"]).data
+    splits = build_splits(cfg, 10)
+    loader = DeviceLoader(splits.val, torch.device("cpu"), positions=range(len(splits.val)), batch_size=100)
+    x, y = next(iter(loader))
+    reference = torch.stack([splits.val[i][0] for i in range(100)])  # the torch path's eval transform
+    torch.testing.assert_close(x, reference, rtol=1e-5, atol=1e-5)
+    assert y.tolist() == splits.val.targets[:100]
+    # training augmentation: each output is a 32x32 window of the zero-padded image, the same for one seed
+    images = loader.images[:8]
+    a, b = loader.augment(images, seed=7), loader.augment(images, seed=7)
+    assert torch.equal(a, b) and not torch.equal(a, loader.augment(images, seed=8))
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for i in range(8):
+        windows = [padded[i, :, r:r + 32, c:c + 32] for r in range(5) for c in range(5)]
+        assert any(torch.equal(a[i], w) for w in windows)  # digits preset: crop, no flip
+
+
+def test_device_loader_training_resumes_exactly(tmp_path):
+    from acl_cli.checkpoint import load_checkpoint
+    from acl_cli.engine import TrainingInterrupted, train
+
+    sets = ["model.arch=resnet20", "data.name=digits", "data.val_split=0.2", "data.train_subset=128",
+            "data.batch_size=32", "data.loader=device", "train.epochs=2", "train.progress=false"]
+    cfg = load_config(None, sets)
+    train(cfg, tmp_path / "a", log=lambda *a: None)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, tmp_path / "b", stop_after_steps=5, log=lambda *a: None)
+    train(cfg, tmp_path / "b", resume=True, log=lambda *a: None)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt")["model"], load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    from types import SimpleNamespace
+
+    from acl_cli.data import use_device_loader
+    device_cfg = load_config(None, ["data.loader=device"]).data
+    with pytest.raises(UserError, match="data.loader: device supports"):
+        use_device_loader(SimpleNamespace(preset="imagenet"), device_cfg, torch.device("cpu"))

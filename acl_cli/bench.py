@@ -1,0 +1,193 @@
+"""Benchmarks measured side by side in one process: a CSG model against its original twin, and the loaders.
+
+Runs are interleaved (CSG, original, original, CSG, ...) so machine noise hits both alike; warm-up is
+excluded, the device is synchronised around every timed block, and medians over repeats are reported.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .config import Config
+from .data import DEVICE_PRESETS, DeviceLoader, EpochBatchSampler, build_splits
+from .engine import _autocast, build_model, build_optimizer
+from .errors import UserError
+from .models import get_model_entry
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device, steps: int) -> float:
+    """Seconds per call of ``fn`` over ``steps`` calls."""
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+class _Subject:
+    """One model with its optimizer and a fixed batch: a training step and an inference call."""
+
+    def __init__(self, cfg: Config, device: torch.device, x: torch.Tensor, y: torch.Tensor):
+        self.cfg, self.device, self.x, self.y = cfg, device, x, y
+        fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.model = build_model(cfg).to(device, memory_format=fmt)
+        self.params = sum(p.numel() for p in self.model.parameters())
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+        self.criterion = nn.CrossEntropyLoss()
+        self.run_model = self.model
+        self.compile_s = None
+        if cfg.train.compile:
+            self.run_model = torch.compile(self.model, mode=cfg.train.compile_mode)
+            t0 = time.perf_counter()
+            self.train_step()
+            self.infer()
+            _sync(device)
+            self.compile_s = time.perf_counter() - t0
+
+    def train_step(self) -> None:
+        self.run_model.train()
+        with _autocast(self.device, self.cfg.train.amp):
+            loss = self.criterion(self.run_model(self.x), self.y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def infer(self) -> None:
+        self.run_model.eval()
+        with torch.inference_mode(), _autocast(self.device, self.cfg.train.amp):
+            self.run_model(self.x)
+
+    def peak_memory_mb(self) -> float | None:
+        if self.device.type != "cuda":
+            return None
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.train_step()
+        _sync(self.device)
+        return torch.cuda.max_memory_allocated(self.device) / 2**20
+
+
+def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int = 10, repeats: int = 5,
+                 warmup: int = 3) -> dict[str, Any]:
+    """Training step (forward + backward + optimizer) and eval inference, CSG against its original twin."""
+    if cfg.model.csg is None:
+        raise UserError("bench compares a CSG model with its original twin, but the config has model.csg: null")
+    original_cfg = copy.deepcopy(cfg)
+    original_cfg.model.csg = None
+    side = cfg.data.image_size or get_model_entry(cfg.model.arch).input_size
+    torch.manual_seed(cfg.train.seed)
+    x = torch.randn(batch_size, 3, side, side, device=device)
+    if cfg.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, cfg.model.num_classes, (batch_size,), device=device)
+    subjects = {"csg": _Subject(cfg, device, x, y), "original": _Subject(original_cfg, device, x, y)}
+    for s in subjects.values():
+        for _ in range(warmup):
+            s.train_step()
+            s.infer()
+    times: dict[str, dict[str, list[float]]] = {n: {"train": [], "infer": []} for n in subjects}
+    for r in range(repeats):
+        order = list(subjects) if r % 2 == 0 else list(reversed(subjects))
+        for name in order:
+            times[name]["train"].append(_timed(subjects[name].train_step, device, steps))
+        for name in reversed(order):
+            times[name]["infer"].append(_timed(subjects[name].infer, device, steps))
+    result: dict[str, Any] = {"arch": cfg.model.arch, "device": str(device), "batch_size": batch_size,
+                              "amp": cfg.train.amp, "channels_last": cfg.train.channels_last,
+                              "compile": cfg.train.compile, "steps": steps, "repeats": repeats}
+    for name, s in subjects.items():
+        train_s = statistics.median(times[name]["train"])
+        infer_s = statistics.median(times[name]["infer"])
+        result[name] = {"params": s.params, "train_step_ms": 1e3 * train_s, "train_img_s": batch_size / train_s,
+                        "infer_ms": 1e3 * infer_s, "infer_img_s": batch_size / infer_s,
+                        "peak_memory_mb": s.peak_memory_mb(), "compile_s": s.compile_s}
+    c, o = result["csg"], result["original"]
+    result["ratios"] = {"train_step": c["train_step_ms"] / o["train_step_ms"], "infer": c["infer_ms"] / o["infer_ms"],
+                        "params": c["params"] / o["params"]}
+    if c["peak_memory_mb"] is not None:
+        result["ratios"]["peak_memory"] = c["peak_memory_mb"] / o["peak_memory_mb"]
+    return result
+
+
+def bench_loaders(cfg: Config, device: torch.device, batches: int = 50) -> dict[str, Any]:
+    """Images per second of each loader kind alone (batches delivered on the device, nothing trained)."""
+    from torch.utils.data import DataLoader
+
+    from .data import _loader_kwargs
+
+    splits = build_splits(cfg.data, cfg.model.num_classes)
+    if splits.train is None:
+        raise UserError("bench --data needs a training split")
+    results = {}
+    kinds = ["torch"] + (["device"] if splits.preset in DEVICE_PRESETS else [])
+    for kind in kinds:
+        sampler = EpochBatchSampler(len(splits.train), cfg.data.batch_size, cfg.train.seed)
+        t0 = time.perf_counter()
+        if kind == "device":
+            loader = DeviceLoader(splits.train, device, sampler)
+        else:
+            loader = DataLoader(splits.train, batch_sampler=sampler, **_loader_kwargs(cfg.data, device))
+        setup_s = time.perf_counter() - t0
+        n, epoch = 0, 0
+        _sync(device)
+        t0 = None
+        while n < batches:
+            sampler.set_epoch(epoch)
+            for i, (x, _) in enumerate(loader):
+                x = x.to(device, non_blocking=True)
+                if t0 is None and i == 2:  # after the first batches: workers started, caches warm
+                    _sync(device)
+                    t0, n = time.perf_counter(), 0
+                elif t0 is not None:
+                    n += 1
+                if n >= batches:
+                    break
+            epoch += 1
+        _sync(device)
+        elapsed = time.perf_counter() - t0
+        results[kind] = {"img_s": n * cfg.data.batch_size / elapsed, "setup_s": setup_s,
+                         "workers": 0 if kind == "device" else cfg.data.workers}
+    if "device" in results:
+        results["ratio_device_over_torch"] = results["device"]["img_s"] / results["torch"]["img_s"]
+    return {"dataset": cfg.data.name, "device": str(device), "batch_size": cfg.data.batch_size, "loaders": results}
+
+
+def format_models(r: dict[str, Any]) -> str:
+    rows = [("params", "{:,}", "params"), ("train step (ms)", "{:.2f}", "train_step_ms"),
+            ("train img/s", "{:,.0f}", "train_img_s"), ("inference (ms)", "{:.2f}", "infer_ms"),
+            ("inference img/s", "{:,.0f}", "infer_img_s"), ("peak memory (MiB)", "{:.0f}", "peak_memory_mb"),
+            ("compile (s)", "{:.1f}", "compile_s")]
+    ratio_of = {"params": "params", "train_step_ms": "train_step", "infer_ms": "infer", "peak_memory_mb": "peak_memory"}
+    lines = [f"{r['arch']} on {r['device']}, batch {r['batch_size']}, amp {r['amp']}, channels_last "
+             f"{r['channels_last']}, compile {r['compile']}; median of {r['repeats']} x {r['steps']} steps",
+             f"{'':<20}{'CSG':>14}{'original':>14}{'CSG/original':>14}"]
+    for label, fmt, key in rows:
+        c, o = r["csg"][key], r["original"][key]
+        if c is None:
+            continue
+        ratio = r["ratios"].get(ratio_of.get(key, ""), None)
+        lines.append(f"{label:<20}{fmt.format(c):>14}{fmt.format(o):>14}"
+                     f"{'' if ratio is None else f'{ratio:.3f}':>14}")
+    return "\n".join(lines)
+
+
+def format_loaders(r: dict[str, Any]) -> str:
+    lines = [f"{r['dataset']} loaders on {r['device']}, batch {r['batch_size']}"]
+    for kind, v in r["loaders"].items():
+        if isinstance(v, dict):
+            lines.append(f"{kind:<8}{v['img_s']:>12,.0f} img/s  ({v['workers']} workers, setup {v['setup_s']:.1f}s)")
+    if "ratio_device_over_torch" in r["loaders"]:
+        lines.append(f"device / torch: {r['loaders']['ratio_device_over_torch']:.2f}x")
+    return "\n".join(lines)

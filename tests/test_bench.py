@@ -1,0 +1,40 @@
+"""acl bench: CSG against its original twin, and the loaders (structure and consistency, not speed)."""
+import json
+
+import pytest
+
+
+def test_bench_models_json(cli):
+    res = cli("bench", "--config", "configs/cifar10/resnet20_csg_16_72.yaml", "--device", "cpu", "--batch-size", "4",
+              "--steps", "1", "--repeats", "2", "--format", "json")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output)
+    for name in ("csg", "original"):
+        assert {"train_img_s", "infer_img_s", "params", "train_step_ms", "infer_ms"} <= set(r[name])
+        assert r[name]["train_img_s"] == pytest.approx(4 / (r[name]["train_step_ms"] / 1e3))
+    assert (r["csg"]["params"], r["original"]["params"]) == (176_698, 269_722)
+    assert r["ratios"]["train_step"] == pytest.approx(r["csg"]["train_step_ms"] / r["original"]["train_step_ms"])
+    assert r["ratios"]["params"] == pytest.approx(176_698 / 269_722)
+    table = cli("bench", "--config", "configs/cifar10/resnet20_csg_16_72.yaml", "--device", "cpu", "--batch-size",
+                "4", "--steps", "1", "--repeats", "1").output
+    assert "CSG/original" in table and "train step (ms)" in table
+
+
+def test_bench_loaders(cli):
+    res = cli("bench", "--config", "configs/quickstart.yaml", "--data", "--device", "cpu", "--steps", "3",
+              "--repeats", "1", "--format", "json")
+    assert res.exit_code == 0, res.output
+    loaders = json.loads(res.output)["loaders"]
+    assert loaders["torch"]["img_s"] > 0 and loaders["device"]["img_s"] > 0
+    assert loaders["ratio_device_over_torch"] == pytest.approx(loaders["device"]["img_s"] / loaders["torch"]["img_s"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config", "configs/cifar10/resnet20.yaml", "--device", "cpu"], "model.csg: null"),
+    (["--device", "cpu"], "give --config FILE"),
+    (["--config", "configs/quickstart.yaml", "--steps", "0"], "must be >= 1"),
+    (["--config", "configs/quickstart.yaml", "--set", "optim.lr=-1"], "optim.lr: must be > 0"),
+])
+def test_bench_bad_input(cli, args, message):
+    res = cli("bench", *args)
+    assert res.exit_code == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1
