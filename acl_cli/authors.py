@@ -38,7 +38,10 @@ _GENERATOR = re.compile(r"(^|\.)(CSG|CLG)\.weight$")
 
 
 def _family(arch: str) -> str:
-    module = get_model_entry(arch).constructor.__module__
+    try:
+        module = get_model_entry(arch).constructor.__module__
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if module.endswith("cifar_resnet"):
         return "resnet"
     if module.endswith("densenet_bc"):

@@ -20,7 +20,7 @@ FORMAT = "acl-checkpoint"
 VERSION = 1
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write through a temp file in the same folder, fsync, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -38,14 +38,14 @@ def _atomic(path: Path, write) -> None:
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     state = {"format": FORMAT, "version": VERSION, **state}
     try:
-        _atomic(Path(path), lambda f: torch.save(state, f))
+        atomic_write(Path(path), lambda f: torch.save(state, f))
     except OSError as e:
         raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; the previous one is untouched") from None
 
 
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     try:
-        _atomic(Path(dst), lambda f: shutil.copyfileobj(open(src, "rb"), f))
+        atomic_write(Path(dst), lambda f: shutil.copyfileobj(open(src, "rb"), f))
     except OSError as e:
         raise UserError(f"cannot write checkpoint {dst}: {e.strerror or e}; the previous one is untouched") from None
 

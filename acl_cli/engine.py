@@ -475,19 +475,25 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
         writer.close()
 
 
-def evaluate_checkpoint(path: str | Path, split: str = "val", overrides: tuple[str, ...] = (),
-                        device: str = "auto", batch_size: int | None = None) -> dict[str, Any]:
-    """Rebuild the model from a checkpoint alone and evaluate it on a split of its (overridden) data."""
+def load_model(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """The model of a checkpoint rebuilt from its config alone (with overrides), in eval mode."""
     from .config import apply_overrides
 
     state = load_checkpoint(path)
     cfg = build_config(apply_overrides(state["config"], overrides))
-    dev = resolve_device(device)
     model = build_model(cfg)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
         raise UserError(f"{path}: weights do not fit {cfg.model.arch}: {str(e).splitlines()[0]}") from None
+    return model.eval(), cfg, state
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "val", overrides: tuple[str, ...] = (),
+                        device: str = "auto", batch_size: int | None = None) -> dict[str, Any]:
+    """Rebuild the model from a checkpoint alone and evaluate it on a split of its (overridden) data."""
+    model, cfg, _ = load_model(path, overrides)
+    dev = resolve_device(device)
     model.to(dev)
     if batch_size:
         cfg.data.eval_batch_size = batch_size

@@ -6,28 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from .checkpoint import _atomic, load_checkpoint, save_checkpoint
-from .config import build_config
+from .checkpoint import atomic_write, save_checkpoint
 from .csg import materialize
+from .engine import load_model
 from .errors import UserError
-from .models import create_model, get_model_entry
+from .models import get_model_entry
 
 FORMATS = ("state_dict", "torchscript", "pt2", "onnx")
-
-
-def load_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The model of a checkpoint, rebuilt from its config alone, in eval mode."""
-    state = load_checkpoint(checkpoint)
-    cfg = build_config(state["config"])
-    csg = None if cfg.model.csg is None else vars(cfg.model.csg)
-    model = create_model(cfg.model.arch, cfg.model.num_classes, csg)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise UserError(f"{checkpoint}: weights do not fit {cfg.model.arch}: {str(e).splitlines()[0]}") from None
-    return model.eval(), state
 
 
 def example_input(arch: str, batch: int = 1) -> torch.Tensor:
@@ -41,8 +27,8 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "state_dict", com
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; choose another --out or add --overwrite")
-    model, state = load_model(checkpoint)
-    arch = state["config"]["model"]["arch"]
+    model, cfg, state = load_model(checkpoint)
+    arch = cfg.model.arch
     if compact:  # generator + codes + the rest: the smallest faithful file, still an acl checkpoint
         weights = {k: v.half() if fp16 and v.is_floating_point() else v for k, v in model.state_dict().items()}
         save_checkpoint({"config": state["config"], "model": weights, "progress": state.get("progress", {})}, out)
@@ -52,16 +38,16 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "state_dict", com
     plain = materialize(model).eval()
     x = example_input(arch, batch=2)  # batch 2: a batch of 1 would be specialised as a constant
     if fmt == "state_dict":
-        _atomic(out, lambda f: torch.save(plain.state_dict(), f))
+        atomic_write(out, lambda f: torch.save(plain.state_dict(), f))
     elif fmt == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecated upstream in favour of torch.export (pt2), still widely used
             traced = torch.jit.trace(plain, x)
-            _atomic(out, lambda f: torch.jit.save(traced, f))
+            atomic_write(out, lambda f: torch.jit.save(traced, f))
     elif fmt == "pt2":
         batch = torch.export.Dim("batch", min=1)
         program = torch.export.export(plain, (x,), dynamic_shapes=({0: batch},))
-        _atomic(out, lambda f: torch.export.save(program, f))
+        atomic_write(out, lambda f: torch.export.save(program, f))
     elif fmt == "onnx":
         try:
             import onnx  # noqa: F401

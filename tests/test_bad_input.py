@@ -97,6 +97,19 @@ CASES = [
     ("config", "show", "--config", "syntax.yaml"), "YAML syntax error",
     ("config", "show", "--config", "missing.yaml"), "config file not found",
     ("config", "show", "--config", "good.yaml", "--set", "schedule.name=linear"), "schedule.name: expected",
+    # acl bench, import-original, export, report
+    ("bench", "--config", "good.yaml", "--device", "cpu"), "model.csg: null",
+    ("bench", "--config", "missing.yaml"), "config file not found",
+    ("bench", "--config", "good.yaml", "--set", "model.csg.code_size=0"), "code_size: must be a positive int",
+    ("import-original", "authors.t7", "--arch", "resnet57", "--out", "x.pt"), "unknown arch 'resnet57'",
+    ("import-original", "text.pt", "--arch", "resnet20", "--out", "x.pt"), "not a readable PyTorch checkpoint",
+    ("import-original", "evil.pt", "--arch", "resnet20", "--out", "x.pt"), "not a readable PyTorch checkpoint",
+    ("import-original", "authors.t7", "--arch", "resnet20", "--out", "good.yaml"), "good.yaml already exists",
+    ("export", "truncated.pt", "--out", "x.pt"), "not a readable checkpoint",
+    ("export", "evil.pt", "--out", "x.pt"), "refusing to load evil.pt",
+    ("export", "run", "--out", "good.yaml"), "good.yaml already exists",
+    ("export", "run", "--out", "x.pt", "--fp16"), "--fp16 applies to --compact only",
+    ("report", "empty_run"), "empty_run is not a run directory",
     ("nope",), "No such command 'nope'",
 ]
 CASES = list(zip(CASES[::2], CASES[1::2]))
@@ -126,6 +139,7 @@ def test_debug_flag_shows_the_traceback(workspace, monkeypatch, cli):
     assert res.exit_code == 2 and "Traceback" in res.stderr and "not a readable checkpoint" in res.stderr
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_hostile_checkpoint_is_refused_everywhere_and_runs_no_code(workspace, monkeypatch):
     from acl_cli.checkpoint import load_checkpoint
     from acl_cli.errors import UserError
@@ -138,6 +152,31 @@ def test_hostile_checkpoint_is_refused_everywhere_and_runs_no_code(workspace, mo
     with pytest.raises(UserError):
         load_checkpoint("evil.pkl")
     assert not (workspace / "pwned").exists()
+
+
+def test_unwritable_run_directory_is_a_clear_error(tmp_path):
+    from acl_cli.errors import UserError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(UserError, match="cannot prepare run directory"):
+        train(load_config(None, SMALL), blocker / "run", log=lambda *a: None)
+    assert blocker.read_text() == "a file where a folder should be"
+
+
+def test_nonfinite_steps_can_be_skipped(tmp_path):
+    from acl_cli.checkpoint import load_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    train(load_config(None, SMALL), run, log=lambda *a: None)
+    state = load_checkpoint(run / "last.pt")
+    state["model"]["classifier.bias"].fill_(float("inf"))
+    save_checkpoint(state, run / "last.pt")
+    lines = []
+    train(load_config(None, SMALL + ["train.epochs=2", "train.on_nonfinite=skip"]), run, resume=True,
+          log=lines.append)
+    assert sum("update skipped" in line for line in lines) == 2  # both steps of epoch 2
+    assert load_checkpoint(run / "last.pt")["progress"]["skipped"] == 2
 
 
 def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
