@@ -247,6 +247,28 @@ class _NullWriter:
         return lambda *args, **kwargs: None
 
 
+class _NonFiniteWatch:
+    """Notes the first non-finite loss on the device, so a training step needs no host sync. Checked before
+    anything is logged or saved: a checkpoint never holds weights updated from a NaN loss."""
+
+    def __init__(self, device: torch.device, steps_per_epoch: int, run_dir: Path):
+        self.first = torch.full((), -1, dtype=torch.long, device=device)
+        self.loss = torch.zeros((), device=device)
+        self.steps_per_epoch, self.run_dir = steps_per_epoch, run_dir
+
+    def record(self, loss: torch.Tensor, step: int) -> None:
+        new = ~torch.isfinite(loss.detach()) & (self.first < 0)
+        self.first = torch.where(new, step, self.first)
+        self.loss = torch.where(new, loss.detach().float(), self.loss)
+
+    def check(self) -> None:
+        first = int(self.first)
+        if first >= 0:
+            raise UserError(f"loss is {self.loss.item()} at step {first + 1} (epoch {first // self.steps_per_epoch + 1}"
+                            f"); last good checkpoint: {self.run_dir / 'last.pt'}; lower optim.lr, or "
+                            "train.on_nonfinite: skip")
+
+
 def _autocast(device: torch.device, amp: str):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
@@ -369,6 +391,7 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
                              "scaler": scaler.state_dict() if scaler.is_enabled() else None, "rng": rng_state(),
                              "progress": dict(progress), "params": report.total}, path)
 
+    nonfinite = _NonFiniteWatch(device, steps_per_epoch, run_dir)
     steps_this_call = 0
     val: dict[str, float] = {}
     try:
@@ -386,7 +409,12 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
                 with _autocast(device, cfg.train.amp):
                     logits = train_model(x)
                     loss = criterion(logits, y)
-                if torch.isfinite(loss):
+                if cfg.train.on_nonfinite == "skip" and not torch.isfinite(loss):  # a host sync, only here
+                    log(f"warning: loss is {loss.item()} at step {progress['step'] + 1} (epoch {epoch + 1}); "
+                        "update skipped")
+                    progress["skipped"] = progress.get("skipped", 0) + 1
+                else:
+                    nonfinite.record(loss, progress["step"])
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     if cfg.optim.grad_clip:
@@ -396,18 +424,12 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
                     scaler.update()
                     sums += torch.stack([loss.detach().double() * y.numel(), _topk_correct(logits, y, 1).double()])
                     images += y.numel()
-                else:
-                    where = f"at step {progress['step'] + 1} (epoch {epoch + 1})"
-                    if cfg.train.on_nonfinite == "stop":
-                        raise UserError(f"loss is {loss.item()} {where}; last good checkpoint: "
-                                        f"{run_dir / 'last.pt'}; lower optim.lr, or train.on_nonfinite: skip")
-                    log(f"warning: loss is {loss.item()} {where}; update skipped")
-                    progress["skipped"] = progress.get("skipped", 0) + 1
                 scheduler.step()  # the schedule follows batches, skipped ones too
                 progress["step"] += 1
                 progress["batch"] += 1
                 steps_this_call += 1
                 if main and progress["step"] % cfg.train.log_every_steps == 0:
+                    nonfinite.check()
                     loss_sum, correct = sums.tolist()
                     elapsed, seen = time.perf_counter() - t0, max(images, 1)
                     writer.add_scalar("train/loss_running", loss_sum / seen, progress["step"])
@@ -418,6 +440,7 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
                 stop_now = env.any(bool(stop_now), device)  # all processes stop at the same step
                 every = cfg.train.checkpoint_every_steps
                 if stop_now or (every and progress["step"] % every == 0):
+                    nonfinite.check()
                     progress["epoch_sums"] = [*sums.tolist(), images]
                     progress["wall"] = wall_base + time.perf_counter() - t0
                     checkpoint(run_dir / "last.pt")
@@ -427,6 +450,7 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
                         f"stopped ({why}) at epoch {epoch + 1}, step {progress['step']}; "
                         f"{run_dir / 'last.pt'} written. Resume with: acl train --resume {run_dir}", run_dir)
             bar.close()
+            nonfinite.check()
             epoch_time = time.perf_counter() - t0
             loss_sum, correct, images = env.sum(torch.tensor([*sums.tolist(), images], dtype=torch.float64,
                                                              device=device)).tolist()
