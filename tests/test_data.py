@@ -12,7 +12,8 @@ from acl_cli.errors import UserError
 def test_digits_are_real_32px_rgb():
     digits = load_digits_images()
     assert digits.images.shape == (1797, 3, 32, 32) and digits.images.dtype == torch.uint8
-    assert Counter(digits.targets) == Counter({c: n for c, n in Counter(digits.targets).items()}) and len(set(digits.targets)) == 10
+    counts = Counter(digits.targets)
+    assert sorted(counts) == list(range(10)) and min(counts.values()) >= 170  # 174 to 183 images per digit
     assert digits.images.max() == 255 and digits.images.min() == 0
 
 
