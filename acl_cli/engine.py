@@ -288,6 +288,52 @@ def _quiet(*args, **kwargs) -> None:
     pass
 
 
+def _restore(path: Path, cfg: Config, model: nn.Module, optimizer, scheduler, scaler, log) -> dict[str, Any]:
+    """Load a run's state into freshly built objects; returns its progress."""
+    state = load_checkpoint(path)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise UserError(f"{path} does not fit this model: {str(e).splitlines()[0]}") from None
+    optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    progress = state["progress"]
+    old = build_config(state["config"])
+    if (old.schedule, old.train.epochs) == (cfg.schedule, cfg.train.epochs):
+        scheduler.load_state_dict(state["scheduler"])
+    else:  # the budget or schedule changed: the new schedule, at the step reached
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(progress["step"]):
+                scheduler.step()
+        log(f"schedule rebuilt for {cfg.train.epochs} epochs; lr now {optimizer.param_groups[0]['lr']:.4g}")
+    set_rng_state(state["rng"])
+    return progress
+
+
+def _open_logs(run_dir: Path, cfg: Config, report, resume: bool, overwrite: bool, progress: dict):
+    """Create (or reopen) the run directory's files; returns the TensorBoard writer."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    _open_run_dir(run_dir, resume, overwrite)
+    metrics_path = run_dir / "metrics.csv"
+    try:
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        (run_dir / "params.json").write_text(json.dumps(report.to_dict(per_layer=True), indent=2))
+        if resume:
+            _rewrite_metrics(metrics_path, progress["epoch"])
+        if not metrics_path.exists():
+            metrics_path.write_text(",".join(METRIC_FIELDS) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write to run directory {run_dir}: {e.strerror or e}") from None
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress["step"] if resume else None)
+    if not resume:
+        writer.add_text("params", format_report(report, "markdown"))
+        writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "```")
+    return writer
+
+
 def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_after_steps: int | None, log,
                 stop: dict, env: distributed.DistEnv, device: torch.device) -> dict[str, Any]:
     main = env.is_main
@@ -327,25 +373,7 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
     progress = {"epoch": 0, "batch": 0, "step": 0, "best_top1": -1.0, "wall": 0.0,
                 "epoch_sums": [0.0, 0, 0]}  # loss sum, correct, images of the epoch in progress (this process)
     if resume:
-        state = load_checkpoint(run_dir / "last.pt")
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise UserError(f"{run_dir / 'last.pt'} does not fit this model: {str(e).splitlines()[0]}") from None
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        progress.update(state["progress"])
-        old = build_config(state["config"])
-        if (old.schedule, old.train.epochs) == (cfg.schedule, cfg.train.epochs):
-            scheduler.load_state_dict(state["scheduler"])
-        else:  # the budget or schedule changed: the new schedule, at the step reached
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for _ in range(progress["step"]):
-                    scheduler.step()
-            log(f"schedule rebuilt for {cfg.train.epochs} epochs; lr now {optimizer.param_groups[0]['lr']:.4g}")
-        set_rng_state(state["rng"])
+        progress.update(_restore(run_dir / "last.pt", cfg, model, optimizer, scheduler, scaler, log))
         log(f"resuming {run_dir} at epoch {progress['epoch'] + 1}, step {progress['step']}")
     if progress["epoch"] >= cfg.train.epochs:
         raise UserError(f"{run_dir} already finished {progress['epoch']} epochs; "
@@ -360,24 +388,7 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
 
     # Everything is validated: only now touch the run directory.
     metrics_path = run_dir / "metrics.csv"
-    writer: Any = _NullWriter()
-    if main:
-        _open_run_dir(run_dir, resume, overwrite)
-        try:
-            (run_dir / "config.yaml").write_text(cfg.to_yaml())
-            (run_dir / "params.json").write_text(json.dumps(report.to_dict(per_layer=True), indent=2))
-            if resume:
-                _rewrite_metrics(metrics_path, progress["epoch"])
-            if not metrics_path.exists():
-                metrics_path.write_text(",".join(METRIC_FIELDS) + "\n")
-        except OSError as e:
-            raise UserError(f"cannot write to run directory {run_dir}: {e.strerror or e}") from None
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress["step"] if resume else None)
-        if not resume:
-            writer.add_text("params", format_report(report, "markdown"))
-            writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "```")
+    writer = _open_logs(run_dir, cfg, report, resume, overwrite, progress) if main else _NullWriter()
     smaller = f" ({report.compression:.2f}x fewer than the original)" if cfg.model.csg else ""
     procs = f" x {env.world_size} processes (lr x {lr_factor})" if env.enabled else ""
     log(f"{cfg.model.arch}{' CSG' if cfg.model.csg else ''}: {report.total:,} params{smaller}, "
