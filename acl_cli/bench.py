@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import Config
-from .data import DEVICE_PRESETS, DeviceLoader, EpochBatchSampler, build_splits
+from .data import DEVICE_PRESETS, DeviceLoader, EpochBatchSampler, build_splits, loader_kwargs
 from .engine import _autocast, build_model, build_optimizer
 from .errors import UserError
 from .models import get_model_entry
@@ -125,8 +125,6 @@ def bench_loaders(cfg: Config, device: torch.device, batches: int = 50) -> dict[
     """Images per second of each loader kind alone (batches delivered on the device, nothing trained)."""
     from torch.utils.data import DataLoader
 
-    from .data import _loader_kwargs
-
     splits = build_splits(cfg.data, cfg.model.num_classes)
     if splits.train is None:
         raise UserError("bench --data needs a training split")
@@ -138,7 +136,7 @@ def bench_loaders(cfg: Config, device: torch.device, batches: int = 50) -> dict[
         if kind == "device":
             loader = DeviceLoader(splits.train, device, sampler)
         else:
-            loader = DataLoader(splits.train, batch_sampler=sampler, **_loader_kwargs(cfg.data, device))
+            loader = DataLoader(splits.train, batch_sampler=sampler, **loader_kwargs(cfg.data, device))
         setup_s = time.perf_counter() - t0
         n, epoch = 0, 0
         _sync(device)

@@ -44,8 +44,12 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    def copy(f) -> None:
+        with open(src, "rb") as source:
+            shutil.copyfileobj(source, f)
+
     try:
-        atomic_write(Path(dst), lambda f: shutil.copyfileobj(open(src, "rb"), f))
+        atomic_write(Path(dst), copy)
     except OSError as e:
         raise UserError(f"cannot write checkpoint {dst}: {e.strerror or e}; the previous one is untouched") from None
 

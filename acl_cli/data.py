@@ -309,7 +309,7 @@ class EpochBatchSampler(Sampler):
             yield list(zip(mine_pos[sl], mine_seed[sl]))
 
 
-def _loader_kwargs(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
+def loader_kwargs(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"num_workers": cfg.workers, "pin_memory": device.type == "cuda"}
     if cfg.workers > 0:
         kwargs.update(persistent_workers=True, prefetch_factor=4)
@@ -321,7 +321,7 @@ def train_loader(ds: SplitDataset, cfg: DataConfig, seed: int, device: torch.dev
     sampler = EpochBatchSampler(len(ds), cfg.batch_size, seed, rank, world_size)
     if use_device_loader(ds, cfg, device):
         return DeviceLoader(ds, device, sampler)
-    return DataLoader(ds, batch_sampler=sampler, **_loader_kwargs(cfg, device))
+    return DataLoader(ds, batch_sampler=sampler, **loader_kwargs(cfg, device))
 
 
 def eval_loader(ds: SplitDataset, cfg: DataConfig, device: torch.device, rank: int = 0, world_size: int = 1):
@@ -330,7 +330,7 @@ def eval_loader(ds: SplitDataset, cfg: DataConfig, device: torch.device, rank: i
     positions = range(rank, len(ds), world_size)
     if use_device_loader(ds, cfg, device):
         return DeviceLoader(ds, device, positions=positions, batch_size=batch)
-    return DataLoader(ds, batch_size=batch, sampler=list(positions), **_loader_kwargs(cfg, device))
+    return DataLoader(ds, batch_size=batch, sampler=list(positions), **loader_kwargs(cfg, device))
 
 
 # --------------------------------------------------------------------------------------------------

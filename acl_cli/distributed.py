@@ -45,6 +45,9 @@ class DistEnv:
         return bool(self.sum(torch.tensor([float(flag)], device=device)).item())
 
 
+SINGLE_PROCESS = DistEnv()
+
+
 def setup(device: torch.device) -> tuple[DistEnv, torch.device]:
     """Join the process group torchrun describes (if any); returns the env and this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import shutil
 import signal
 import sys
@@ -138,20 +137,21 @@ def _topk_correct(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, progress: bool = False,
-             env: distributed.DistEnv = distributed.DistEnv(), amp: str = "off",
+             env: distributed.DistEnv = distributed.SINGLE_PROCESS, amp: str = "off",
              memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, float]:
     """Loss, top-1 and top-5 (percent) and the sample count over a loader (summed over all processes)."""
     model.eval()
-    sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, top-1, top-5, samples
+    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss, top-1, top-5
+    n = 0  # counted on the host: no device copy per batch
     for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
         x = x.to(device, non_blocking=True, memory_format=memory_format)
         y = y.to(device, non_blocking=True)
         with _autocast(device, amp):
             logits = model(x)
         sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(),
-                             _topk_correct(logits, y, 1).double(), _topk_correct(logits, y, 5).double(),
-                             torch.tensor(y.numel(), device=device, dtype=torch.float64)])
-    loss, top1, top5, n = env.sum(sums).tolist()
+                             _topk_correct(logits, y, 1).double(), _topk_correct(logits, y, 5).double()])
+        n += y.numel()
+    loss, top1, top5, n = env.sum(torch.cat([sums, sums.new_tensor([n])])).tolist()
     if n == 0:
         raise UserError("the evaluation split is empty")
     return {"loss": loss / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n, "samples": int(n)}

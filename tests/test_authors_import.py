@@ -96,7 +96,7 @@ def test_import_densenet_and_eval_an_image_folder(tmp_path, cli):
     assert cli("import-original", src, "--arch", "densenet_bc_40_12", "--out", dst).exit_code == 0
     folder = tmp_path / "cifar"
     g = torch.Generator().manual_seed(0)
-    for c, name in enumerate(["airplane", "automobile"]):
+    for name in ["airplane", "automobile"]:
         (folder / "test" / name).mkdir(parents=True)
         for i in range(3):
             pixels = torch.randint(0, 256, (32, 32, 3), generator=g, dtype=torch.uint8).numpy()

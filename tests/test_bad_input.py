@@ -1,5 +1,4 @@
 """Every command, for bad input: one line on stderr, exit status 2, no traceback, no file created or changed."""
-import os
 import pickle
 from pathlib import Path
 

@@ -57,7 +57,8 @@ def test_resumed_run_is_bit_identical(tmp_path, workers):
     _assert_same(_weights(full), _weights(parts))
     full_state, parts_state = load_checkpoint(full / "last.pt"), load_checkpoint(parts / "last.pt")
     assert full_state["scheduler"] == parts_state["scheduler"]
-    for a, b in zip(full_state["optimizer"]["state"].values(), parts_state["optimizer"]["state"].values()):
+    for a, b in zip(full_state["optimizer"]["state"].values(), parts_state["optimizer"]["state"].values(),
+                    strict=True):
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
     assert _rows(full) == _rows(parts)
     _assert_same(_weights(full, "best.pt"), _weights(parts, "best.pt"))
