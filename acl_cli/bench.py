@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import Config
-from .data import DEVICE_PRESETS, DeviceLoader, EpochBatchSampler, build_splits, loader_kwargs
+from .data import DEVICE_PRESETS, DeviceLoader, EpochBatchSampler, build_splits, loader_kwargs, use_device_loader
 from .engine import _autocast, build_model, build_optimizer
 from .errors import UserError
 from .models import get_model_entry
@@ -160,6 +160,59 @@ def bench_loaders(cfg: Config, device: torch.device, batches: int = 50) -> dict[
     if "device" in results:
         results["ratio_device_over_torch"] = results["device"]["img_s"] / results["torch"]["img_s"]
     return {"dataset": cfg.data.name, "device": str(device), "batch_size": cfg.data.batch_size, "loaders": results}
+
+
+def bench_epochs(cfg: Config, device: torch.device, epochs: int = 3) -> dict[str, Any]:
+    """Whole training epochs of ``acl train`` (the real loop: loader, logging, checkpoints), CSG and original.
+
+    The first epoch of each run is reported apart as warm-up (cudnn autotuning, ``torch.compile``); the
+    epoch time is the training pass alone, as ``metrics.csv`` records it, synchronised with the device.
+    """
+    import csv
+    import tempfile
+    from pathlib import Path
+
+    from .engine import train
+
+    if cfg.model.csg is None:
+        raise UserError("bench compares a CSG model with its original twin, but the config has model.csg: null")
+    if epochs < 2:
+        raise UserError("--epochs must be >= 2: the first epoch is warm-up")
+    splits = build_splits(cfg.data, cfg.model.num_classes)
+    loader = "device" if splits.train is not None and use_device_loader(splits.train, cfg.data, device) else "torch"
+    result: dict[str, Any] = {"arch": cfg.model.arch, "device": str(device), "batch_size": cfg.data.batch_size,
+                              "amp": cfg.train.amp, "channels_last": cfg.train.channels_last,
+                              "compile": cfg.train.compile, "loader": loader, "epochs": epochs}
+    for name in ("csg", "original"):
+        run_cfg = copy.deepcopy(cfg)
+        run_cfg.train.epochs, run_cfg.train.device, run_cfg.train.progress = epochs, str(device), False
+        if name == "original":
+            run_cfg.model.csg = None
+        with tempfile.TemporaryDirectory() as tmp:
+            final = train(run_cfg, Path(tmp) / "run", log=lambda *a: None)
+            with open(Path(tmp) / "run" / "metrics.csv", newline="") as f:
+                rows = list(csv.DictReader(f))
+        times = [float(r["epoch_time"]) for r in rows]
+        images = round(float(rows[-1]["img_s"]) * float(rows[-1]["epoch_time"]))
+        steady = statistics.median(times[1:])
+        result[name] = {"params": final["params"], "images_per_epoch": images, "warmup_epoch_s": times[0],
+                        "epoch_s": steady, "train_img_s": images / steady, "val_top1": final["val_top1"]}
+    result["ratios"] = {"epoch": result["csg"]["epoch_s"] / result["original"]["epoch_s"]}
+    return result
+
+
+def format_epochs(r: dict[str, Any]) -> str:
+    lines = [f"{r['arch']} on {r['device']}: acl train epochs, batch {r['batch_size']}, amp {r['amp']}, "
+             f"channels_last {r['channels_last']}, compile {r['compile']}, {r['loader']} loader; median of epochs "
+             f"2..{r['epochs']}",
+             f"{'':<24}{'CSG':>14}{'original':>14}{'CSG/original':>14}"]
+    c, o = r["csg"], r["original"]
+    lines.append(f"{'params':<24}{c['params']:>14,}{o['params']:>14,}")
+    lines.append(f"{'images per epoch':<24}{c['images_per_epoch']:>14,}{o['images_per_epoch']:>14,}")
+    lines.append(f"{'warm-up epoch (s)':<24}{c['warmup_epoch_s']:>14.2f}{o['warmup_epoch_s']:>14.2f}")
+    lines.append(f"{'epoch (s)':<24}{c['epoch_s']:>14.3f}{o['epoch_s']:>14.3f}{r['ratios']['epoch']:>14.3f}")
+    lines.append(f"{'train img/s':<24}{c['train_img_s']:>14,.0f}{o['train_img_s']:>14,.0f}")
+    return "\n".join(lines)
 
 
 def format_models(r: dict[str, Any]) -> str:

@@ -208,25 +208,37 @@ def config_show(config_path, overrides):
 @click.option("--steps", type=int, default=10, show_default=True, help="Steps per timed block.")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Timed blocks per model (median).")
 @click.option("--data", "data_only", is_flag=True, help="Benchmark the data loaders alone instead.")
+@click.option("--epochs", type=int, help="Time N whole epochs of acl train instead (CSG, then original); "
+              "the first is reported as warm-up.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def bench_cmd(config_path, overrides, device, batch_size, steps, repeats, data_only, fmt):
-    """Time a CSG model against its original twin (train step, inference, memory), or the loaders.
+def bench_cmd(config_path, overrides, device, batch_size, steps, repeats, data_only, epochs, fmt):
+    """Time a CSG model against its original twin (train step, inference, memory, whole epochs), or the loaders.
 
     \b
     Examples:
       acl bench --config configs/cifar10/resnet56_csg_12_72.yaml --device cpu --batch-size 128
       acl bench --config configs/cifar10/resnet56_csg_12_72.yaml --set train.amp=bf16 --set train.channels_last=true
       acl bench --config configs/quickstart.yaml --data
+      acl bench --config configs/cifar10/resnet56_csg_12_72.yaml --epochs 3 --set data.name=synthetic \\
+        --set data.synthetic_size=50000 --set data.preset=cifar   # CIFAR-10-sized epochs of acl train
     """
-    from .bench import bench_loaders, bench_models, format_loaders, format_models
+    from .bench import bench_epochs, bench_loaders, bench_models, format_epochs, format_loaders, format_models
     from .engine import resolve_device
 
     if not config_path:
         raise ConfigError("give --config FILE (see acl bench --help)")
     if steps < 1 or repeats < 1 or (batch_size is not None and batch_size < 1):
         raise ConfigError("--steps, --repeats and --batch-size must be >= 1")
+    if data_only and epochs is not None:
+        raise ConfigError("--data and --epochs are two different benchmarks; give one")
     cfg = load_config(config_path, overrides)
     dev = resolve_device(device)
+    if epochs is not None:
+        if batch_size:
+            cfg.data.batch_size = batch_size
+        result = bench_epochs(cfg, dev, epochs)
+        click.echo(json.dumps(result, indent=2) if fmt == "json" else format_epochs(result))
+        return
     if data_only:
         result = bench_loaders(cfg, dev, batches=steps * repeats)
         click.echo(json.dumps(result, indent=2) if fmt == "json" else format_loaders(result))

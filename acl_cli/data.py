@@ -379,9 +379,9 @@ def decode_all(ds: SplitDataset) -> tuple[torch.Tensor, torch.Tensor]:
 class DeviceLoader:
     """The whole split on the device as uint8; each batch is cropped, flipped and normalised there.
 
-    No worker processes, no host-to-device copies per step. Training batches come from an
-    :class:`EpochBatchSampler`; each batch's augmentation draws from a generator seeded by its first sample's
-    seed, so resuming mid-epoch repeats exactly the same crops.
+    No worker processes and no host-device traffic per step: an epoch's positions and per-sample seeds are
+    copied to the device once, and each sample's crop offset and flip are arithmetic on its seed (a
+    uniform 62-bit draw), so the crops depend only on ``(seed, epoch)`` and resuming mid-epoch repeats them.
     """
 
     def __init__(self, ds: SplitDataset, device: torch.device, batch_sampler: EpochBatchSampler | None = None,
@@ -395,6 +395,10 @@ class DeviceLoader:
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
         self.positions = list(positions) if positions is not None else None
         self.batch_size = batch_size
+        _, c, h, w = images.shape
+        self._rows = torch.arange(h, device=device)[None, None, :, None]  # index grids for the crop gather
+        self._cols = torch.arange(w, device=device)[None, None, None, :]
+        self._chans = torch.arange(c, device=device)[None, :, None, None]
 
     def __len__(self) -> int:
         if self.batch_sampler is not None:
@@ -404,32 +408,36 @@ class DeviceLoader:
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() - self.mean) / self.std
 
-    def augment(self, x: torch.Tensor, seed: int) -> torch.Tensor:
-        g = torch.Generator(device=self.device).manual_seed(seed)
-        b, c, h, w = x.shape
+    def augment(self, x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """Random crop of the zero-padded image and horizontal flip, drawn from each sample's seed."""
+        b = x.shape[0]
+        seeds = seeds.to(self.device)
         if self.padding:
             p = self.padding
+            span = 2 * p + 1
+            oy, ox = seeds % span, seeds // span % span
             x = F.pad(x, (p, p, p, p))
-            oy = torch.randint(0, 2 * p + 1, (b,), generator=g, device=self.device)
-            ox = torch.randint(0, 2 * p + 1, (b,), generator=g, device=self.device)
-            rows = (oy[:, None] + torch.arange(h, device=self.device))[:, None, :, None]
-            cols = (ox[:, None] + torch.arange(w, device=self.device))[:, None, None, :]
             batch = torch.arange(b, device=self.device)[:, None, None, None]
-            chans = torch.arange(c, device=self.device)[None, :, None, None]
-            x = x[batch, chans, rows, cols]
+            x = x[batch, self._chans, oy.view(b, 1, 1, 1) + self._rows, ox.view(b, 1, 1, 1) + self._cols]
         if self.flip:
-            flip = torch.rand(b, generator=g, device=self.device) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            flip = (seeds >> 32) & 1 == 1  # bits the offsets above hardly depend on
+            x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
         return x
+
+    def _epoch_plan(self) -> torch.Tensor:
+        """The rest of the epoch as ``(batches, batch_size, 2)`` positions and seeds, on the device."""
+        plan = torch.tensor(list(self.batch_sampler), dtype=torch.long)
+        if self.device.type == "cuda":
+            plan = plan.pin_memory()
+        return plan.to(self.device, non_blocking=True)
 
     def __iter__(self):
         if self.batch_sampler is not None:
-            for batch in self.batch_sampler:
-                pos = torch.tensor([p for p, _ in batch], device=self.device)
-                x = self.augment(self.images[pos], int(batch[0][1]))
-                yield self._normalise(x), self.targets[pos]
+            for batch in self._epoch_plan():
+                pos = batch[:, 0]
+                yield self._normalise(self.augment(self.images[pos], batch[:, 1])), self.targets[pos]
             return
-        pos_all = torch.tensor(self.positions, dtype=torch.long, device=self.device)
+        pos_all = torch.tensor(self.positions, dtype=torch.long).to(self.device, non_blocking=True)
         for start in range(0, len(pos_all), self.batch_size):
             pos = pos_all[start:start + self.batch_size]
             yield self._normalise(self.images[pos]), self.targets[pos]

@@ -28,6 +28,7 @@ from .errors import UserError
 from .models import create_model
 from .params import format_report, report_for_config
 
+STOP_SYNC_STEPS = 10  # under torchrun, how often the processes agree whether a signal asks them to stop
 METRIC_FIELDS = ["epoch", "step", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
                  "epoch_time", "img_s"]
 
@@ -447,8 +448,10 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
                     writer.add_scalar("lr", optimizer.param_groups[0]["lr"], progress["step"])
                     bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
                                     img_s=f"{env.world_size * images / max(elapsed, 1e-9):.0f}", refresh=False)
-                stop_now = stop["stop"] or (stop_after_steps is not None and steps_this_call >= stop_after_steps)
-                stop_now = env.any(bool(stop_now), device)  # all processes stop at the same step
+                signalled = bool(stop["stop"])
+                if env.enabled:  # processes agree every few steps: a per-step all-reduce + host sync stalls the GPU
+                    signalled = progress["step"] % STOP_SYNC_STEPS == 0 and env.any(signalled, device)
+                stop_now = signalled or (stop_after_steps is not None and steps_this_call >= stop_after_steps)
                 every = cfg.train.checkpoint_every_steps
                 if stop_now or (every and progress["step"] % every == 0):
                     nonfinite.check()
@@ -456,7 +459,8 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
                     progress["wall"] = wall_base + time.perf_counter() - t0
                     checkpoint(run_dir / "last.pt")
                 if stop_now:
-                    why = stop["stop"] or f"step budget of {stop_after_steps}"
+                    why = stop["stop"] or ("a signal to another process" if signalled else
+                                           f"step budget of {stop_after_steps}")
                     raise TrainingInterrupted(
                         f"stopped ({why}) at epoch {epoch + 1}, step {progress['step']}; "
                         f"{run_dir / 'last.pt'} written. Resume with: acl train --resume {run_dir}", run_dir)

@@ -29,7 +29,22 @@ def test_bench_loaders(cli):
     assert loaders["ratio_device_over_torch"] == pytest.approx(loaders["device"]["img_s"] / loaders["torch"]["img_s"])
 
 
+def test_bench_epochs_runs_the_training_loop(cli):
+    res = cli("bench", "--config", "configs/quickstart.yaml", "--epochs", "2", "--device", "cpu", "--batch-size", "32",
+              "--set", "data.train_subset=96", "--set", "data.loader=device", "--format", "json")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output)
+    assert r["loader"] == "device" and r["batch_size"] == 32 and r["epochs"] == 2
+    assert (r["csg"]["params"], r["original"]["params"]) == (176_698, 269_722)
+    for name in ("csg", "original"):
+        assert r[name]["images_per_epoch"] == 96  # 3 full batches of 32
+        assert r[name]["train_img_s"] == pytest.approx(96 / r[name]["epoch_s"])
+    assert r["ratios"]["epoch"] == pytest.approx(r["csg"]["epoch_s"] / r["original"]["epoch_s"])
+
+
 @pytest.mark.parametrize("args,message", [
+    (["--config", "configs/quickstart.yaml", "--epochs", "1"], "--epochs must be >= 2"),
+    (["--config", "configs/quickstart.yaml", "--epochs", "2", "--data"], "two different benchmarks"),
     (["--config", "configs/cifar10/resnet20.yaml", "--device", "cpu"], "model.csg: null"),
     (["--device", "cpu"], "give --config FILE"),
     (["--config", "configs/quickstart.yaml", "--steps", "0"], "must be >= 1"),

@@ -113,14 +113,38 @@ def test_device_loader_crops_flips_and_normalises_like_the_recipe():
     reference = torch.stack([splits.val[i][0] for i in range(100)])  # the torch path's eval transform
     torch.testing.assert_close(x, reference, rtol=1e-5, atol=1e-5)
     assert y.tolist() == splits.val.targets[:100]
-    # training augmentation: each output is a 32x32 window of the zero-padded image, the same for one seed
+    # training augmentation: each output is the 32x32 window of the zero-padded image its seed names
     images = loader.images[:8]
-    a, b = loader.augment(images, seed=7), loader.augment(images, seed=7)
-    assert torch.equal(a, b) and not torch.equal(a, loader.augment(images, seed=8))
+    seeds = torch.randint(0, 2**62, (8,), generator=torch.Generator().manual_seed(0))
+    a = loader.augment(images, seeds)
+    assert torch.equal(a, loader.augment(images, seeds))
+    assert not torch.equal(a, loader.augment(images, seeds + 1))
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
-    for i in range(8):
-        windows = [padded[i, :, r:r + 32, c:c + 32] for r in range(5) for c in range(5)]
-        assert any(torch.equal(a[i], w) for w in windows)  # digits preset: crop, no flip
+    offsets = {(int(s) % 5, int(s) // 5 % 5) for s in seeds}
+    assert len(offsets) > 1  # the seeds do move the window
+    for i, s in enumerate(seeds.tolist()):
+        r, c = s % 5, s // 5 % 5
+        assert torch.equal(a[i], padded[i, :, r:r + 32, c:c + 32])  # digits preset: crop, no flip
+
+
+def test_device_loader_flips_half_and_keeps_pixels():
+    from acl_cli.data import DeviceLoader
+
+    cfg = load_config(None, ["data.name=synthetic", "data.synthetic_size=64", "data.preset=cifar",
+                             "data.loader=device"]).data
+    splits = build_splits(cfg, 10)
+    loader = DeviceLoader(splits.train, torch.device("cpu"), positions=range(64))
+    images = loader.images
+    seeds = torch.randint(0, 2**62, (len(images),), generator=torch.Generator().manual_seed(1))
+    out = loader.augment(images, seeds)
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    flipped = 0
+    for i, s in enumerate(seeds.tolist()):
+        window = padded[i, :, s % 9:s % 9 + 32, s // 9 % 9:s // 9 % 9 + 32]
+        is_flipped = (s >> 32) & 1 == 1
+        assert torch.equal(out[i], window.flip(2) if is_flipped else window)
+        flipped += is_flipped
+    assert 16 < flipped < 48  # about half of 64
 
 
 def test_device_loader_training_resumes_exactly(tmp_path):

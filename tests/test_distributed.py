@@ -44,3 +44,30 @@ def test_two_process_training_on_cpu(tmp_path, cli):
     res = _torchrun("train", "--resume", run, "--set", "train.epochs=3")
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((run / "final.json").read_text())["epochs"] == 3
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_process_at_one_agreed_step_and_resumes(tmp_path):
+    import signal
+
+    from acl_cli.engine import STOP_SYNC_STEPS
+
+    run = tmp_path / "ddp"
+    sets = [a for s in SETS + ["train.epochs=100", "train.checkpoint_every_steps=null"] for a in ("--set", s)]
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    proc = subprocess.Popen([torchrun, "--standalone", "--nproc_per_node=2", "-m", "acl_cli", "train", "--config",
+                             "configs/quickstart.yaml", "--out", str(run), *sets], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for line in proc.stdout:
+        if "epoch   1/100" in line:  # training is under way on both processes
+            break
+    proc.send_signal(signal.SIGTERM)  # torchrun passes it on to both workers
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "SIGTERM received" in err
+    step = torch.load(run / "last.pt", weights_only=True)["progress"]["step"]
+    assert step % STOP_SYNC_STEPS == 0  # the step the processes agreed on
+    assert not (run / "final.json").exists()
+    res = _torchrun("train", "--resume", run, "--set", "train.epochs=3")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((run / "final.json").read_text())["epochs"] == 3

@@ -50,3 +50,44 @@ def test_compiled_csg_model_matches_eager():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     got.sum().backward()
     assert model.csg.weight.grad is not None and model.csg.weight.grad.abs().sum() > 0
+
+
+def test_compiled_training_neither_recompiles_nor_splits_generation():
+    """torch.compile traces the generator hooks once: a guard on parameter versions would recompile every
+    step (and fall back to eager after 8), silently losing the speed compile is asked for."""
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", csg={"slice_shape": [16, 16, 3, 3], "code_size": 72})
+    compiled = torch.compile(model, backend=counting_backend)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(8, 3, 32, 32)
+
+    def step():
+        model.train()
+        compiled(x).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    after_first = len(graphs)
+    linears = [n for g in graphs for n in g.graph.nodes if n.target is torch.nn.functional.linear]
+    classifiers = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert len(linears) == classifiers + 1  # every kernel from one matrix product, inside the compiled region
+    for _ in range(3):
+        step()
+    assert len(graphs) == after_first
+    model.eval()
+    with torch.no_grad():
+        compiled(x)
+        after_eval = len(graphs)
+        compiled(x)
+    step()
+    model.eval()
+    with torch.no_grad():
+        compiled(x)
+    assert len(graphs) == after_eval
