@@ -53,3 +53,29 @@ def test_bench_epochs_runs_the_training_loop(cli):
 def test_bench_bad_input(cli, args, message):
     res = cli("bench", *args)
     assert res.exit_code == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_gpu_targets_reads_bench_output_and_judges_it(cli, tmp_path):
+    """scripts/gpu_targets.py on real (CPU) bench JSON: each verdict follows the measured figure."""
+    import subprocess
+    import sys
+
+    small = ["--device", "cpu", "--format", "json", "--config", "configs/quickstart.yaml"]
+    runs = {"step_bf16_cl": ["--batch-size", "4", "--steps", "1", "--repeats", "1"],
+            "loaders": ["--data", "--steps", "2", "--repeats", "1"],
+            "epochs_bf16_cl": ["--epochs", "2", "--batch-size", "32", "--set", "data.train_subset=64"]}
+    for name, args in runs.items():
+        res = cli("bench", *small, *args)
+        assert res.exit_code == 0, res.output
+        (tmp_path / f"{name}.json").write_text(res.output)
+    res = subprocess.run([sys.executable, "scripts/gpu_targets.py", str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 1  # compiled runs are missing
+    lines = {line[:48].strip(): line[48:].split() for line in res.stdout.splitlines()}
+    step = json.loads((tmp_path / "step_bf16_cl.json").read_text())["ratios"]["train_step"]
+    assert lines["step_bf16_cl: CSG/original train step"] == [f"{step:.3f}", "<=", "1.03",
+                                                               "PASS" if step <= 1.03 else "FAIL"]
+    assert lines["step_bf16_cl_compile: CSG/original train step"][-1] == "MISSING"
+    loaders = json.loads((tmp_path / "loaders.json").read_text())["loaders"]["ratio_device_over_torch"]
+    assert lines["device loader / DataLoader img/s"][-1] == ("PASS" if loaders >= 3 else "FAIL")
+    epoch = json.loads((tmp_path / "epochs_bf16_cl.json").read_text())["csg"]["epoch_s"]
+    assert lines["best CSG epoch (s)"] == [f"{epoch:.3f}", "<=", "1.5", "PASS" if epoch <= 1.5 else "FAIL"]

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The GPU side of the speed targets in one command, on a machine with a CUDA device:
+#   scripts/gpu_acceptance.sh [OUT_DIR]                 # synthetic CIFAR-10-sized data (50,000 32x32 images)
+#   DATA_ROOT=~/data scripts/gpu_acceptance.sh          # real CIFAR-10 (torchvision's files under DATA_ROOT)
+# Runs the CUDA tests, then acl bench: the CSG/original train-step ratio with bf16 + channels_last (eager and
+# compiled), the loaders, whole CIFAR-10-sized epochs of acl train (eager, compiled, CUDA graphs) and the
+# share of kernel generation in a step. One JSON per benchmark lands in OUT_DIR; the last lines compare
+# them with the targets (exit 1 if one is missed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/gpu_acceptance}
+ACL=${ACL:-acl}
+read -r -a ACL_CMD <<< "$ACL"
+PYTHON=${PYTHON:-python}
+mkdir -p "$OUT"
+CFG=configs/cifar10/resnet56_csg_12_72.yaml  # the authors' recipe: batch 192
+if [ -n "${DATA_ROOT:-}" ]; then
+    DATA=(--set data.name=cifar10 --set "data.root=$DATA_ROOT" --set data.val_split=0)
+else
+    DATA=(--set data.name=synthetic --set data.synthetic_size=50000 --set data.preset=cifar --set data.val_split=0)
+fi
+FAST=(--set train.amp=bf16 --set train.channels_last=true)
+bench() {  # NAME ARGS...: one benchmark, its JSON in OUT/NAME.json
+    local name=$1
+    shift
+    echo "== $name" >&2
+    "${ACL_CMD[@]}" bench --config "$CFG" --device cuda --format json "$@" > "$OUT/$name.json"
+}
+
+"$PYTHON" -m pytest -q -rs tests/test_cuda.py 2>&1 | tee "$OUT/tests.txt"
+bench step_fp32
+bench step_bf16_cl "${FAST[@]}"
+bench step_bf16_cl_compile "${FAST[@]}" --set train.compile=true
+bench loaders "${DATA[@]}" --set data.workers=8 --data --steps 20 --repeats 5
+bench epochs_bf16_cl "${DATA[@]}" "${FAST[@]}" --set data.loader=device --epochs 3
+bench epochs_bf16_cl_compile "${DATA[@]}" "${FAST[@]}" --set data.loader=device --set train.compile=true --epochs 3
+bench epochs_bf16_cl_cudagraphs "${DATA[@]}" "${FAST[@]}" --set data.loader=device --set train.compile=true \
+    --set train.compile_mode=reduce-overhead --epochs 3
+"$PYTHON" scripts/profile_generation.py --device cuda --batch-size 192 | tee "$OUT/profile.txt"
+"$PYTHON" scripts/gpu_targets.py "$OUT"
