@@ -35,6 +35,39 @@ def _timed(fn: Callable[[], Any], device: torch.device, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def kernels_per_step(fn: Callable[[], Any], device: torch.device) -> int:
+    """Device kernels one call of ``fn`` launches: counted by the profiler on CUDA; elsewhere, the aten ops
+    dispatched that compute (views and metadata ops excluded). Launches, not FLOPs, bound small convnets on
+    a fast GPU, so this is the figure to compare where no GPU is at hand."""
+    if device.type == "cuda":
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            _sync(device)
+        return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+                   and not e.name.startswith(("Memcpy", "Memset")))
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            tags = getattr(func, "tags", ())
+            if not (torch.Tag.view_copy in tags or func.is_view or func._schema.name in _NO_KERNEL_OPS):
+                Count.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.ops
+
+
+_NO_KERNEL_OPS = frozenset(f"aten::{n}" for n in (  # allocate or read metadata only
+    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "_local_scalar_dense", "is_same_size",
+    "detach", "lift_fresh", "set_", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset"))
+
+
 class _Subject:
     """One model with its optimizer and a fixed batch: a training step and an inference call."""
 
@@ -112,10 +145,12 @@ def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int 
         infer_s = statistics.median(times[name]["infer"])
         result[name] = {"params": s.params, "train_step_ms": 1e3 * train_s, "train_img_s": batch_size / train_s,
                         "infer_ms": 1e3 * infer_s, "infer_img_s": batch_size / infer_s,
-                        "peak_memory_mb": s.peak_memory_mb(), "compile_s": s.compile_s}
+                        "peak_memory_mb": s.peak_memory_mb(), "compile_s": s.compile_s,
+                        "kernels_per_step": kernels_per_step(s.train_step, device)}
     c, o = result["csg"], result["original"]
     result["ratios"] = {"train_step": c["train_step_ms"] / o["train_step_ms"], "infer": c["infer_ms"] / o["infer_ms"],
                         "params": c["params"] / o["params"]}
+    result["ratios"]["kernels_per_step"] = c["kernels_per_step"] / o["kernels_per_step"]
     if c["peak_memory_mb"] is not None:
         result["ratios"]["peak_memory"] = c["peak_memory_mb"] / o["peak_memory_mb"]
     return result
@@ -219,8 +254,9 @@ def format_models(r: dict[str, Any]) -> str:
     rows = [("params", "{:,}", "params"), ("train step (ms)", "{:.2f}", "train_step_ms"),
             ("train img/s", "{:,.0f}", "train_img_s"), ("inference (ms)", "{:.2f}", "infer_ms"),
             ("inference img/s", "{:,.0f}", "infer_img_s"), ("peak memory (MiB)", "{:.0f}", "peak_memory_mb"),
-            ("compile (s)", "{:.1f}", "compile_s")]
-    ratio_of = {"params": "params", "train_step_ms": "train_step", "infer_ms": "infer", "peak_memory_mb": "peak_memory"}
+            ("kernels per step", "{:,}", "kernels_per_step"), ("compile (s)", "{:.1f}", "compile_s")]
+    ratio_of = {"params": "params", "train_step_ms": "train_step", "infer_ms": "infer", "peak_memory_mb": "peak_memory",
+                "kernels_per_step": "kernels_per_step"}
     lines = [f"{r['arch']} on {r['device']}, batch {r['batch_size']}, amp {r['amp']}, channels_last "
              f"{r['channels_last']}, compile {r['compile']}; median of {r['repeats']} x {r['steps']} steps",
              f"{'':<20}{'CSG':>14}{'original':>14}{'CSG/original':>14}"]

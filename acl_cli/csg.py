@@ -55,41 +55,74 @@ class SliceGenerator(nn.Module):
         self.__dict__["layers"] = []
         self.__dict__["_kernels"] = None  # kernels of the forward pass in progress
         self.__dict__["_cache"] = None  # (state key, kernels) kept across eval passes
+        self.__dict__["_plans"] = {}  # (device, channels_last) -> gather index and kernel sizes
 
     def extra_repr(self) -> str:
         return f"slice_shape={list(self.slice_shape)}, code_size={self.code_size}, layout={self.layout}"
 
     def register(self, layer: "GeneratedConv2d") -> int:
         self.layers.append(layer)
-        self._cache = None
+        self._cache, self._plans = None, {}
         return len(self.layers) - 1
 
-    def generate(self) -> list[Tensor]:
-        """All kernels of the network, from one matrix product over every layer's codes."""
+    def generate(self, channels_last: bool = False) -> list[Tensor]:
+        """All kernels of the network, from one matrix product over every layer's codes.
+
+        Eager: one gather moves every generated value to its place in every kernel, already in the memory
+        format the convs will use, so a step launches a handful of kernels for the whole network instead
+        of copies per layer (and per layer again in the backward). Under ``torch.compile`` the plain
+        reshape-and-crop is traced instead; the compiler fuses it.
+        """
         with torch.profiler.record_function("csg.generate"):  # named in profiler traces
             layers = self.layers
             codes = torch.cat([layer.codes for layer in layers]) if len(layers) > 1 else layers[0].codes
             slices = F.linear(codes, self.weight)
-            chunks = slices.split([layer.num_slices for layer in layers])
-            # contiguous: a cropped view would make every conv call copy (or take a slower path)
-            return [layer.assemble(chunk).contiguous() for layer, chunk in zip(layers, chunks)]
+            if torch.compiler.is_compiling():
+                chunks = slices.split([layer.num_slices for layer in layers])
+                fmt = torch.channels_last if channels_last else torch.contiguous_format
+                return [layer.assemble(chunk).contiguous(memory_format=fmt) for layer, chunk in zip(layers, chunks)]
+            index, sizes = self._gather_plan(slices.device, channels_last)
+            flat = slices.reshape(-1).index_select(0, index).split(sizes)
+            if channels_last:  # stored (out, kh, kw, in): the strides of a channels_last kernel
+                return [k.view(layer.out_channels, *layer.kernel_size, layer.in_channels).permute(0, 3, 1, 2)
+                        for layer, k in zip(layers, flat)]
+            return [k.view(layer.out_channels, layer.in_channels, *layer.kernel_size) for layer, k in zip(layers, flat)]
 
-    def _state_key(self) -> tuple:
+    def _gather_plan(self, device: torch.device, channels_last: bool) -> tuple[Tensor, list[int]]:
+        """Where each element of each kernel comes from in the flattened slices (built once per device)."""
+        key = (device, channels_last)
+        plan = self._plans.get(key)
+        if plan is None:
+            per_slice = math.prod(self.slice_shape)
+            with torch.inference_mode(False):  # built under inference_mode, it could not serve training later
+                source = torch.arange(sum(layer.num_slices for layer in self.layers) * per_slice)
+                parts = []
+                for layer, chunk in zip(self.layers, source.view(-1, per_slice).split(
+                        [layer.num_slices for layer in self.layers])):
+                    kernel = layer.assemble(chunk)  # the same reshape and crop, applied to positions
+                    parts.append((kernel.permute(0, 2, 3, 1) if channels_last else kernel).reshape(-1))
+                dtype = torch.int32 if source.numel() < 2**31 else torch.int64
+                plan = (torch.cat(parts).to(device=device, dtype=dtype), [p.numel() for p in parts])
+            self._plans = {k: v for k, v in self._plans.items() if k[0] == device}  # drop other devices'
+            self._plans[key] = plan
+        return plan
+
+    def _state_key(self, channels_last: bool) -> tuple:
         tensors = [self.weight, *(layer.codes for layer in self.layers)]
-        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        return (channels_last, *((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors))
 
-    def begin_pass(self) -> None:
+    def begin_pass(self, channels_last: bool = False) -> None:
         """Generate (or reuse) the kernels for one forward pass of the model."""
         if not self.layers:
             return
         cacheable = not (self.training or torch.is_grad_enabled() or torch.compiler.is_compiling())
         if not cacheable:
             self._cache = None  # back in training: never reuse kernels generated before a step
-            self._kernels = self.generate()
+            self._kernels = self.generate(channels_last)
             return
-        key = self._state_key()
+        key = self._state_key(channels_last)
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self.generate())
+            self._cache = (key, self.generate(channels_last))
         self._kernels = self._cache[1]
 
     def end_pass(self) -> None:
@@ -106,7 +139,7 @@ class SliceGenerator(nn.Module):
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
         for k, v in self.__dict__.items():
-            new.__dict__[k] = None if k in ("_kernels", "_cache") else copy.deepcopy(v, memo)
+            new.__dict__[k] = {} if k == "_plans" else None if k in ("_kernels", "_cache") else copy.deepcopy(v, memo)
         return new
 
 
@@ -217,7 +250,11 @@ class GeneratedConvFactory:
 
 
 def _begin_pass(module: nn.Module, args) -> None:
-    getattr(module, GENERATOR_ATTR).begin_pass()
+    # Kernels take the input's memory format: cuDNN runs channels_last convs when both are.
+    x = args[0] if args and isinstance(args[0], Tensor) else None
+    channels_last = x is not None and x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+        memory_format=torch.channels_last)
+    getattr(module, GENERATOR_ATTR).begin_pass(channels_last)
 
 
 def _end_pass(module: nn.Module, args, output) -> None:

@@ -101,7 +101,7 @@ def test_one_matrix_product_per_forward_and_eval_cache(monkeypatch):
     model = create_model("resnet20", csg={"slice_shape": [16, 16, 3, 3], "code_size": 72})
     calls = []
     original = SliceGenerator.generate
-    monkeypatch.setattr(SliceGenerator, "generate", lambda self: calls.append(1) or original(self))
+    monkeypatch.setattr(SliceGenerator, "generate", lambda self, *a: calls.append(1) or original(self, *a))
     linear_calls = []
     real_linear = F.linear
     monkeypatch.setattr(F, "linear", lambda *a, **k: linear_calls.append(1) or real_linear(*a, **k))
@@ -180,3 +180,56 @@ def test_init_schemes():
     expected = math.sqrt(2 / (9 * 64))
     assert abs(layer.weight.detach().std().item() / expected - 1) < 0.1
 
+
+
+@pytest.mark.parametrize("layout", ["flat", "tile"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gathered_kernels_equal_each_layer_assembled_values_and_gradients(layout, channels_last):
+    """The eager path moves every generated value with one gather; values and gradients must be exactly those
+    of assembling each layer on its own, including crops and non-square slices."""
+    torch.manual_seed(0)
+    gen = SliceGenerator((3, 5, 3, 3), code_size=6, layout=layout)
+    layers = [GeneratedConv2d(gen, i, o, 3) for i, o in [(7, 8), (5, 3), (10, 12), (1, 1)]]
+    params = [gen.weight, *(layer.codes for layer in layers)]
+    kernels = gen.generate(channels_last)
+    slices = F.linear(torch.cat([layer.codes for layer in layers]), gen.weight).split([lr.num_slices for lr in layers])
+    assembled = [layer.assemble(chunk) for layer, chunk in zip(layers, slices, strict=True)]
+    for kernel, expected in zip(kernels, assembled, strict=True):
+        assert torch.equal(kernel, expected)
+        assert kernel.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    weights = [torch.randn_like(k) for k in kernels]
+    grads = torch.autograd.grad(sum((k * w).sum() for k, w in zip(kernels, weights, strict=True)), params)
+    reference = torch.autograd.grad(sum((k * w).sum() for k, w in zip(assembled, weights, strict=True)), params)
+    for got, expected in zip(grads, reference, strict=True):
+        assert torch.equal(got, expected)
+
+
+def test_channels_last_input_gets_channels_last_kernels_and_generation_cost_does_not_grow_with_depth():
+    from acl_cli.bench import kernels_per_step
+
+    model = create_model("resnet20", csg={"slice_shape": [16, 16, 3, 3], "code_size": 72})
+    seen = []
+    model.stage2[0].conv_a.register_forward_pre_hook(lambda m, a: seen.append(m.generator.kernel(m)))
+    model.to(memory_format=torch.channels_last)
+    model(torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last))
+    assert seen[-1].is_contiguous(memory_format=torch.channels_last)
+
+    def extra_kernels(arch):  # kernels a CSG training step launches beyond its original twin's
+        counts = []
+        for csg in ({"slice_shape": [16, 16, 3, 3], "code_size": 72}, None):
+            torch.manual_seed(0)
+            net = create_model(arch, csg=csg)
+            opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, foreach=True)
+            x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
+
+            def step():
+                F.cross_entropy(net(x), y).backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+            step()
+            counts.append(kernels_per_step(step, torch.device("cpu")))
+        return counts[0] - counts[1]
+
+    # a constant (cat, matmul, gather and their backward), not a copy per generated layer
+    assert extra_kernels("resnet20") == extra_kernels("resnet56") <= 12
