@@ -222,7 +222,7 @@ def test_channels_last_input_gets_channels_last_kernels_and_generation_cost_does
             opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, foreach=True)
             x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
 
-            def step():
+            def step(net=net, opt=opt, x=x, y=y):
                 F.cross_entropy(net(x), y).backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
