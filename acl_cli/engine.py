@@ -382,8 +382,9 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
 
     train_model: nn.Module = model
     if env.enabled:
+        # gradient_as_bucket_view: gradients live in the all-reduce buckets, no copy in and out per step
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                          else None)
+                                                          else None, gradient_as_bucket_view=True)
     if cfg.train.compile:
         train_model = torch.compile(train_model, mode=cfg.train.compile_mode)
 
