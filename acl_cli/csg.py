@@ -7,9 +7,10 @@ Every :class:`GeneratedConv2d` owns a ``(num_slices, code_size)`` matrix of code
 slice of that layer's kernel. The generator is registered once, on the model's root, as ``csg``; layers
 hold an unregistered reference so ``state_dict()`` and ``parameters()`` list it exactly once.
 
-Kernels for the whole network come from one matrix product per forward pass (all codes concatenated):
-a forward pre-hook on the root generates them, the layers look theirs up. In ``eval()`` under
-``no_grad`` the kernels are cached until a parameter changes (tracked by tensor version counters).
+Kernels for the whole network come from one matrix product per forward pass (all codes concatenated)
+and one gather that lays them out in the input's memory format: a forward pre-hook on the root generates
+them, the layers look theirs up. In ``eval()`` under ``no_grad`` the kernels are cached until a parameter
+changes (tracked by tensor version counters).
 """
 from __future__ import annotations
 
