@@ -5,14 +5,14 @@
 # Runs the CUDA tests, then acl bench: the CSG/original train-step ratio with bf16 + channels_last (eager and
 # compiled), the loaders, whole CIFAR-10-sized epochs of acl train (eager, compiled, CUDA graphs) and the
 # share of kernel generation in a step. One JSON per benchmark lands in OUT_DIR; the last lines compare
-# them with the targets (exit 1 if one is missed).
+# them with the targets (exit 1 if one is missed). DRY_RUN=1 prints the commands instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/gpu_acceptance}
 ACL=${ACL:-acl}
 read -r -a ACL_CMD <<< "$ACL"
 PYTHON=${PYTHON:-python}
-mkdir -p "$OUT"
+DRY_RUN=${DRY_RUN:-0}
 CFG=configs/cifar10/resnet56_csg_12_72.yaml  # the authors' recipe: batch 192
 if [ -n "${DATA_ROOT:-}" ]; then
     DATA=(--set data.name=cifar10 --set "data.root=$DATA_ROOT" --set data.val_split=0)
@@ -20,14 +20,27 @@ else
     DATA=(--set data.name=synthetic --set data.synthetic_size=50000 --set data.preset=cifar --set data.val_split=0)
 fi
 FAST=(--set train.amp=bf16 --set train.channels_last=true)
-bench() {  # NAME ARGS...: one benchmark, its JSON in OUT/NAME.json
+FAILED=()
+
+step() {  # LOG_FILE COMMAND...: run it, its output also in OUT/LOG_FILE (or only print it with DRY_RUN=1)
+    local log=$1
+    shift
+    if [ "$DRY_RUN" = 1 ]; then
+        printf '%q ' "$@"
+        echo "> $OUT/$log"
+        return
+    fi
+    echo "== $log" >&2
+    "$@" | tee "$OUT/$log" || FAILED+=("$log")  # carry on: the other figures are still worth having
+}
+bench() {  # NAME ARGS...: one acl bench, its JSON in OUT/NAME.json
     local name=$1
     shift
-    echo "== $name" >&2
-    "${ACL_CMD[@]}" bench --config "$CFG" --device cuda --format json "$@" > "$OUT/$name.json"
+    step "$name.json" "${ACL_CMD[@]}" bench --config "$CFG" --device cuda --format json "$@"
 }
 
-"$PYTHON" -m pytest -q -rs tests/test_cuda.py 2>&1 | tee "$OUT/tests.txt"
+[ "$DRY_RUN" = 1 ] || mkdir -p "$OUT"
+step tests.txt "$PYTHON" -m pytest -q -rs tests/test_cuda.py
 bench step_fp32
 bench step_bf16_cl "${FAST[@]}"
 bench step_bf16_cl_compile "${FAST[@]}" --set train.compile=true
@@ -36,5 +49,9 @@ bench epochs_bf16_cl "${DATA[@]}" "${FAST[@]}" --set data.loader=device --epochs
 bench epochs_bf16_cl_compile "${DATA[@]}" "${FAST[@]}" --set data.loader=device --set train.compile=true --epochs 3
 bench epochs_bf16_cl_cudagraphs "${DATA[@]}" "${FAST[@]}" --set data.loader=device --set train.compile=true \
     --set train.compile_mode=reduce-overhead --epochs 3
-"$PYTHON" scripts/profile_generation.py --device cuda --batch-size 192 | tee "$OUT/profile.txt"
-"$PYTHON" scripts/gpu_targets.py "$OUT"
+step profile.txt "$PYTHON" scripts/profile_generation.py --device cuda --batch-size 192
+step targets.txt "$PYTHON" scripts/gpu_targets.py "$OUT"
+if [ ${#FAILED[@]} -gt 0 ]; then
+    echo "failed: ${FAILED[*]}" >&2
+    exit 1
+fi

@@ -59,3 +59,19 @@ def test_tiny_sweep_runs_skips_and_reports(tmp_path, cli):
     assert all(r["epochs"] == "1/1" and r["params"] == 176_698 and r["best_top1"] is not None for r in rows)
     res = cli("report", tmp_path)
     assert res.exit_code == 2 and "is not a run directory" in res.stderr
+
+
+def test_gpu_acceptance_dry_run_commands_are_valid(cli):
+    """The GPU script runs only where a GPU is lent: its every acl command must at least parse here."""
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_acceptance.sh"), "/tmp/out"], cwd=ROOT,
+                         env={**os.environ, "DRY_RUN": "1"}, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    commands = [shlex.split(line.rsplit(" > ", 1)[0]) for line in res.stdout.splitlines()]
+    benches = [c for c in commands if c[:2] == ["acl", "bench"]]
+    assert len(benches) == 7 and all(c[c.index("--device") + 1] == "cuda" for c in benches)
+    for args in benches:
+        config = args[args.index("--config") + 1]
+        sets = [a for i, a in enumerate(args) if i and args[i - 1] == "--set"]
+        shown = cli("config", "show", "--config", config, *[x for s in sets for x in ("--set", s)])
+        assert shown.exit_code == 0, (args, shown.output)
+    assert ["scripts/gpu_targets.py", "/tmp/out"] == commands[-1][1:]
