@@ -169,7 +169,7 @@ def bench_loaders(cfg: Config, device: torch.device, batches: int = 50) -> dict[
         sampler = EpochBatchSampler(len(splits.train), cfg.data.batch_size, cfg.train.seed)
         t0 = time.perf_counter()
         if kind == "device":
-            loader = DeviceLoader(splits.train, device, sampler)
+            loader = DeviceLoader(splits.train, device, sampler, workers=cfg.data.workers)
         else:
             loader = DataLoader(splits.train, batch_sampler=sampler, **loader_kwargs(cfg.data, device))
         setup_s = time.perf_counter() - t0

@@ -320,7 +320,7 @@ def train_loader(ds: SplitDataset, cfg: DataConfig, seed: int, device: torch.dev
                  world_size: int = 1):
     sampler = EpochBatchSampler(len(ds), cfg.batch_size, seed, rank, world_size)
     if use_device_loader(ds, cfg, device):
-        return DeviceLoader(ds, device, sampler)
+        return DeviceLoader(ds, device, sampler, workers=cfg.workers)
     return DataLoader(ds, batch_sampler=sampler, **loader_kwargs(cfg, device))
 
 
@@ -329,7 +329,7 @@ def eval_loader(ds: SplitDataset, cfg: DataConfig, device: torch.device, rank: i
     batch = cfg.eval_batch_size or 2 * cfg.batch_size
     positions = range(rank, len(ds), world_size)
     if use_device_loader(ds, cfg, device):
-        return DeviceLoader(ds, device, positions=positions, batch_size=batch)
+        return DeviceLoader(ds, device, positions=positions, batch_size=batch, workers=cfg.workers)
     return DataLoader(ds, batch_size=batch, sampler=list(positions), **loader_kwargs(cfg, device))
 
 
@@ -360,19 +360,38 @@ def use_device_loader(ds: SplitDataset, cfg: DataConfig, device: torch.device) -
     return len(ds) * 3 * 64 * 64 < 0.25 * free  # a generous bound for images of at most 64x64
 
 
-def decode_all(ds: SplitDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """The split's images as one uint8 ``(N, 3, H, W)`` tensor (decoded once) and its labels."""
+class _Decoded(Dataset):
+    """The split's images as uint8 ``(C, H, W)`` tensors, untransformed (what the device loader starts from)."""
+
+    def __init__(self, ds: SplitDataset):
+        self.base, self.indices, self.to_image = ds.base, ds.indices, v2.ToImage()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        image = self.to_image(self.base[self.indices[i]][0])
+        return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+
+
+def _stack_or_none(images: list[torch.Tensor]) -> torch.Tensor | None:
+    return torch.stack(images) if len({t.shape for t in images}) == 1 else None
+
+
+def decode_all(ds: SplitDataset, workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split's images as one uint8 ``(N, 3, H, W)`` tensor (decoded once, by ``workers`` processes) and
+    its labels."""
     base, idx = ds.base, torch.as_tensor(ds.indices, dtype=torch.long)
     if isinstance(base, TensorImages):
         images = base.images[idx]
     elif isinstance(getattr(base, "data", None), np.ndarray):  # torchvision CIFAR: (N, H, W, 3) uint8
         images = torch.from_numpy(base.data[idx.numpy()]).permute(0, 3, 1, 2).contiguous()
     else:
-        to_image = v2.ToImage()
-        decoded = [to_image(base[i][0]) for i in ds.indices]
-        if len({tuple(t.shape) for t in decoded}) > 1:
+        # one stacked tensor per batch: a tensor per image would pass a file descriptor each between processes
+        batches = list(DataLoader(_Decoded(ds), batch_size=256, num_workers=workers, collate_fn=_stack_or_none))
+        if any(b is None for b in batches) or len({b.shape[1:] for b in batches}) > 1:
             raise UserError("data.loader: device needs images of one size; use data.loader: torch")
-        images = torch.stack([t.expand(3, -1, -1) if t.shape[0] == 1 else t for t in decoded])
+        images = torch.cat(batches)
     return images, torch.as_tensor(ds.targets, dtype=torch.long)
 
 
@@ -385,9 +404,9 @@ class DeviceLoader:
     """
 
     def __init__(self, ds: SplitDataset, device: torch.device, batch_sampler: EpochBatchSampler | None = None,
-                 positions: Sequence[int] | None = None, batch_size: int = 256):
+                 positions: Sequence[int] | None = None, batch_size: int = 256, workers: int = 0):
         padding, flip, mean, std = DEVICE_PRESETS[_preset_of(ds)]
-        images, targets = decode_all(ds)
+        images, targets = decode_all(ds, workers)
         self.dataset, self.device, self.batch_sampler = ds, device, batch_sampler
         self.images, self.targets = images.to(device), targets.to(device)
         self.padding, self.flip = padding, flip

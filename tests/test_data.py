@@ -78,6 +78,22 @@ def test_image_folder_with_cifar_preset(tmp_path):
     assert imagenet.preset == "imagenet" and imagenet.train[(0, 1)][0].shape == (3, 24, 24)
 
 
+def test_device_loader_refuses_images_of_several_sizes(tmp_path):
+    from PIL import Image
+
+    from acl_cli.data import DeviceLoader
+
+    for c, side in (("cat", 32), ("dog", 40)):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (side, side), (i, i, i)).save(tmp_path / "train" / c / f"{i}.png")
+    cfg = load_config(None, ["data.name=imagefolder", f"data.root={tmp_path}", "data.val_split=0.5",
+                             "data.preset=cifar"]).data
+    splits = build_splits(cfg, 2)
+    with pytest.raises(UserError, match="device needs images of one size"):
+        DeviceLoader(splits.train, torch.device("cpu"), positions=range(len(splits.train)))
+
+
 def test_missing_data_says_where_it_looked(tmp_path):
     cfg = load_config(None, [f"data.root={tmp_path / 'nothing'}"])
     with pytest.raises(UserError, match="cifar10 not found in .*nothing/cifar-10-batches-py: set data.download: true"):
