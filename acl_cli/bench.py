@@ -207,7 +207,7 @@ def bench_epochs(cfg: Config, device: torch.device, epochs: int = 3) -> dict[str
     import tempfile
     from pathlib import Path
 
-    from .engine import train
+    from .engine import TrainingInterrupted, train
 
     if cfg.model.csg is None:
         raise UserError("bench compares a CSG model with its original twin, but the config has model.csg: null")
@@ -224,7 +224,10 @@ def bench_epochs(cfg: Config, device: torch.device, epochs: int = 3) -> dict[str
         if name == "original":
             run_cfg.model.csg = None
         with tempfile.TemporaryDirectory() as tmp:
-            final = train(run_cfg, Path(tmp) / "run", log=lambda *a: None)
+            try:
+                final = train(run_cfg, Path(tmp) / "run", log=lambda *a: None)
+            except TrainingInterrupted:  # a signal; the run directory is temporary, so nothing to resume
+                raise KeyboardInterrupt from None
             with open(Path(tmp) / "run" / "metrics.csv", newline="") as f:
                 rows = list(csv.DictReader(f))
         times = [float(r["epoch_time"]) for r in rows]

@@ -79,3 +79,19 @@ def test_gpu_targets_reads_bench_output_and_judges_it(cli, tmp_path):
     assert lines["device loader / DataLoader img/s"][-1] == ("PASS" if loaders >= 3 else "FAIL")
     epoch = json.loads((tmp_path / "epochs_bf16_cl.json").read_text())["csg"]["epoch_s"]
     assert lines["best CSG epoch (s)"] == [f"{epoch:.3f}", "<=", "1.5", "PASS" if epoch <= 1.5 else "FAIL"]
+
+
+def test_interrupted_epoch_bench_says_so_without_a_resume_hint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "acl_cli", "bench", "--config", "configs/quickstart.yaml",
+                             "--epochs", "500", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(6)  # inside the CSG run's training loop
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "interrupted" and "Resume with" not in err and "Traceback" not in err
