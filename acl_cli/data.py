@@ -401,6 +401,7 @@ class DeviceLoader:
     No worker processes and no host-device traffic per step: an epoch's positions and per-sample seeds are
     copied to the device once, and each sample's crop offset and flip are arithmetic on its seed (a
     uniform 62-bit draw), so the crops depend only on ``(seed, epoch)`` and resuming mid-epoch repeats them.
+    The images are stored padded, so a batch's crops and flips are one gather: a handful of kernels a step.
     """
 
     def __init__(self, ds: SplitDataset, device: torch.device, batch_sampler: EpochBatchSampler | None = None,
@@ -408,16 +409,19 @@ class DeviceLoader:
         padding, flip, mean, std = DEVICE_PRESETS[_preset_of(ds)]
         images, targets = decode_all(ds, workers)
         self.dataset, self.device, self.batch_sampler = ds, device, batch_sampler
-        self.images, self.targets = images.to(device), targets.to(device)
-        self.padding, self.flip = padding, flip
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        p = self.padding = padding
+        self.padded = F.pad(images.to(device), (p, p, p, p))  # zero border for the random crops
+        self.images = self.padded[:, :, p:self.padded.shape[2] - p, p:self.padded.shape[3] - p]  # a view
+        self.targets = targets.to(device)
+        self.flip = flip
+        mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (mean, std))
+        self.scale, self.shift = 1 / (255 * std), -mean / std  # (x / 255 - mean) / std as x * scale + shift
         self.positions = list(positions) if positions is not None else None
         self.batch_size = batch_size
         _, c, h, w = images.shape
-        self._rows = torch.arange(h, device=device)[None, None, :, None]  # index grids for the crop gather
-        self._cols = torch.arange(w, device=device)[None, None, None, :]
-        self._chans = torch.arange(c, device=device)[None, :, None, None]
+        self._rows = torch.arange(h, device=device).view(1, 1, h, 1)  # index grids for the crop gather
+        self._columns = torch.stack([torch.arange(w, device=device), torch.arange(w - 1, -1, -1, device=device)])
+        self._chans = torch.arange(c, device=device).view(1, c, 1, 1)
 
     def __len__(self) -> int:
         if self.batch_sampler is not None:
@@ -425,36 +429,40 @@ class DeviceLoader:
         return -(-len(self.positions) // self.batch_size)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) / self.std
+        return torch.addcmul(self.shift, x, self.scale)
 
-    def augment(self, x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    def _draw(self, seeds: torch.Tensor) -> torch.Tensor:
+        """Each sample's crop offsets and flip, ``(..., 3)``: row, column, 1 if mirrored."""
+        span = 2 * self.padding + 1
+        oy, ox = seeds % span, seeds // span % span
+        flip = (seeds >> 32) & 1 if self.flip else torch.zeros_like(seeds)  # bits the offsets hardly depend on
+        return torch.stack([oy, ox, flip], dim=-1)
+
+    def _gather(self, pos: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        """The crops (mirrored where drawn) of the padded images at ``pos``, as uint8: one indexing kernel."""
+        b = pos.shape[0]
+        rows = draws[:, 0].view(b, 1, 1, 1) + self._rows
+        cols = (self._columns[draws[:, 2]] + draws[:, 1:2]).view(b, 1, 1, -1)
+        return self.padded[pos.view(b, 1, 1, 1), self._chans, rows, cols]
+
+    def augment(self, pos: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         """Random crop of the zero-padded image and horizontal flip, drawn from each sample's seed."""
-        b = x.shape[0]
-        seeds = seeds.to(self.device)
-        if self.padding:
-            p = self.padding
-            span = 2 * p + 1
-            oy, ox = seeds % span, seeds // span % span
-            x = F.pad(x, (p, p, p, p))
-            batch = torch.arange(b, device=self.device)[:, None, None, None]
-            x = x[batch, self._chans, oy.view(b, 1, 1, 1) + self._rows, ox.view(b, 1, 1, 1) + self._cols]
-        if self.flip:
-            flip = (seeds >> 32) & 1 == 1  # bits the offsets above hardly depend on
-            x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
-        return x
+        pos, seeds = pos.to(self.device), seeds.to(self.device)
+        return self._gather(pos, self._draw(seeds))
 
     def _epoch_plan(self) -> torch.Tensor:
-        """The rest of the epoch as ``(batches, batch_size, 2)`` positions and seeds, on the device."""
-        plan = torch.tensor(list(self.batch_sampler), dtype=torch.long)
+        """The rest of the epoch as ``(batches, batch_size, 4)``: position and draws, on the device."""
+        plan = torch.tensor(list(self.batch_sampler), dtype=torch.long).view(-1, self.batch_sampler.batch_size, 2)
         if self.device.type == "cuda":
             plan = plan.pin_memory()
-        return plan.to(self.device, non_blocking=True)
+        plan = plan.to(self.device, non_blocking=True)
+        return torch.cat([plan[..., :1], self._draw(plan[..., 1])], dim=-1)
 
     def __iter__(self):
         if self.batch_sampler is not None:
             for batch in self._epoch_plan():
                 pos = batch[:, 0]
-                yield self._normalise(self.augment(self.images[pos], batch[:, 1])), self.targets[pos]
+                yield self._normalise(self._gather(pos, batch[:, 1:])), self.targets[pos]
             return
         pos_all = torch.tensor(self.positions, dtype=torch.long).to(self.device, non_blocking=True)
         for start in range(0, len(pos_all), self.batch_size):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import signal
 import sys
@@ -248,26 +249,42 @@ class _NullWriter:
         return lambda *args, **kwargs: None
 
 
-class _NonFiniteWatch:
-    """Notes the first non-finite loss on the device, so a training step needs no host sync. Checked before
-    anything is logged or saved: a checkpoint never holds weights updated from a NaN loss."""
+class _EpochStats:
+    """The training loss and top-1 count of each step, written into a device buffer (a few kernels per step,
+    no host sync) and read back where the loop syncs anyway: log points, checkpoints, the epoch's end.
+    Reading back finds the first non-finite loss and names its step; since every checkpoint reads back
+    first, a checkpoint never holds weights updated from a NaN loss."""
 
     def __init__(self, device: torch.device, steps_per_epoch: int, run_dir: Path):
-        self.first = torch.full((), -1, dtype=torch.long, device=device)
-        self.loss = torch.zeros((), device=device)
+        self.buffer = torch.zeros(steps_per_epoch, 2, device=device)  # loss, correct (exact: < 2**24)
         self.steps_per_epoch, self.run_dir = steps_per_epoch, run_dir
+        self.start([0.0, 0, 0])
 
-    def record(self, loss: torch.Tensor, step: int) -> None:
-        new = ~torch.isfinite(loss.detach()) & (self.first < 0)
-        self.first = torch.where(new, step, self.first)
-        self.loss = torch.where(new, loss.detach().float(), self.loss)
+    def start(self, sums: list) -> None:
+        """An epoch (or the rest of one), continuing from its ``[loss sum, correct, images]`` so far."""
+        self.loss_sum, self.correct, self.images = float(sums[0]), int(sums[1]), int(sums[2])
+        self.pending: list[tuple[int, int]] = []  # (step, images) of the rows not read back yet
 
-    def check(self) -> None:
-        first = int(self.first)
-        if first >= 0:
-            raise UserError(f"loss is {self.loss.item()} at step {first + 1} (epoch {first // self.steps_per_epoch + 1}"
-                            f"); last good checkpoint: {self.run_dir / 'last.pt'}; lower optim.lr, or "
-                            "train.on_nonfinite: skip")
+    def record(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, step: int) -> None:
+        row = self.buffer[len(self.pending)]
+        row[0] = loss.detach()
+        row[1] = (logits.argmax(1) == y).sum()
+        self.pending.append((step, y.numel()))
+
+    def sync(self) -> list:
+        """Add the pending rows to the sums (in step order, so a resumed run sums exactly alike)."""
+        if self.pending:
+            rows = self.buffer[: len(self.pending)].tolist()
+            for (step, images), (loss, correct) in zip(self.pending, rows, strict=True):
+                if not math.isfinite(loss):
+                    raise UserError(f"loss is {loss} at step {step + 1} (epoch {step // self.steps_per_epoch + 1}); "
+                                    f"last good checkpoint: {self.run_dir / 'last.pt'}; lower optim.lr, or "
+                                    "train.on_nonfinite: skip")
+                self.loss_sum += loss * images
+                self.correct += int(correct)
+                self.images += images
+            self.pending = []
+        return [self.loss_sum, self.correct, self.images]
 
 
 def _autocast(device: torch.device, amp: str):
@@ -404,15 +421,14 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
                              "scaler": scaler.state_dict() if scaler.is_enabled() else None, "rng": rng_state(),
                              "progress": dict(progress), "params": report.total}, path)
 
-    nonfinite = _NonFiniteWatch(device, steps_per_epoch, run_dir)
+    stats = _EpochStats(device, steps_per_epoch, run_dir)
     steps_this_call = 0
     val: dict[str, float] = {}
     try:
         for epoch in range(progress["epoch"], cfg.train.epochs):
             sampler.set_epoch(epoch, progress["batch"])
             train_model.train()
-            sums = torch.tensor(progress["epoch_sums"][:2], dtype=torch.float64, device=device)
-            images = progress["epoch_sums"][2]
+            stats.start(progress["epoch_sums"])
             wall_base, t0 = progress["wall"], time.perf_counter()
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
                        disable=not (cfg.train.progress and main), initial=progress["batch"], total=steps_per_epoch)
@@ -427,7 +443,7 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
                         "update skipped")
                     progress["skipped"] = progress.get("skipped", 0) + 1
                 else:
-                    nonfinite.record(loss, progress["step"])
+                    stats.record(loss, logits, y, progress["step"])
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     if cfg.optim.grad_clip:
@@ -435,15 +451,12 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
                         nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
                     scaler.step(optimizer)
                     scaler.update()
-                    sums += torch.stack([loss.detach().double() * y.numel(), _topk_correct(logits, y, 1).double()])
-                    images += y.numel()
                 scheduler.step()  # the schedule follows batches, skipped ones too
                 progress["step"] += 1
                 progress["batch"] += 1
                 steps_this_call += 1
                 if main and progress["step"] % cfg.train.log_every_steps == 0:
-                    nonfinite.check()
-                    loss_sum, correct = sums.tolist()
+                    loss_sum, correct, images = stats.sync()
                     elapsed, seen = time.perf_counter() - t0, max(images, 1)
                     writer.add_scalar("train/loss_running", loss_sum / seen, progress["step"])
                     writer.add_scalar("lr", optimizer.param_groups[0]["lr"], progress["step"])
@@ -455,8 +468,7 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
                 stop_now = signalled or (stop_after_steps is not None and steps_this_call >= stop_after_steps)
                 every = cfg.train.checkpoint_every_steps
                 if stop_now or (every and progress["step"] % every == 0):
-                    nonfinite.check()
-                    progress["epoch_sums"] = [*sums.tolist(), images]
+                    progress["epoch_sums"] = stats.sync()
                     progress["wall"] = wall_base + time.perf_counter() - t0
                     checkpoint(run_dir / "last.pt")
                 if stop_now:
@@ -466,10 +478,9 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
                         f"stopped ({why}) at epoch {epoch + 1}, step {progress['step']}; "
                         f"{run_dir / 'last.pt'} written. Resume with: acl train --resume {run_dir}", run_dir)
             bar.close()
-            nonfinite.check()
+            sums = stats.sync()
             epoch_time = time.perf_counter() - t0
-            loss_sum, correct, images = env.sum(torch.tensor([*sums.tolist(), images], dtype=torch.float64,
-                                                             device=device)).tolist()
+            loss_sum, correct, images = env.sum(torch.tensor(sums, dtype=torch.float64, device=device)).tolist()
             env.broadcast_buffers(model)
             val = evaluate(model, val_loader, device, env=env, amp=cfg.train.amp, memory_format=memory_format)
             progress.update(epoch=epoch + 1, batch=0, epoch_sums=[0.0, 0, 0])

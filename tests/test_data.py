@@ -132,9 +132,9 @@ def test_device_loader_crops_flips_and_normalises_like_the_recipe():
     # training augmentation: each output is the 32x32 window of the zero-padded image its seed names
     images = loader.images[:8]
     seeds = torch.randint(0, 2**62, (8,), generator=torch.Generator().manual_seed(0))
-    a = loader.augment(images, seeds)
-    assert torch.equal(a, loader.augment(images, seeds))
-    assert not torch.equal(a, loader.augment(images, seeds + 1))
+    a = loader.augment(torch.arange(8), seeds)
+    assert torch.equal(a, loader.augment(torch.arange(8), seeds))
+    assert not torch.equal(a, loader.augment(torch.arange(8), seeds + 1))
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
     offsets = {(int(s) % 5, int(s) // 5 % 5) for s in seeds}
     assert len(offsets) > 1  # the seeds do move the window
@@ -152,7 +152,7 @@ def test_device_loader_flips_half_and_keeps_pixels():
     loader = DeviceLoader(splits.train, torch.device("cpu"), positions=range(64))
     images = loader.images
     seeds = torch.randint(0, 2**62, (len(images),), generator=torch.Generator().manual_seed(1))
-    out = loader.augment(images, seeds)
+    out = loader.augment(torch.arange(len(images)), seeds)
     padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
     flipped = 0
     for i, s in enumerate(seeds.tolist()):
@@ -161,6 +161,22 @@ def test_device_loader_flips_half_and_keeps_pixels():
         assert torch.equal(out[i], window.flip(2) if is_flipped else window)
         flipped += is_flipped
     assert 16 < flipped < 48  # about half of 64
+
+
+def test_device_loader_batches_are_the_samplers_samples_and_crops():
+    from acl_cli.data import DeviceLoader, EpochBatchSampler
+
+    cfg = load_config(None, ["data.name=synthetic", "data.synthetic_size=80", "data.preset=cifar"]).data
+    train = build_splits(cfg, 10).train
+    sampler = EpochBatchSampler(len(train), 16, seed=3)
+    loader = DeviceLoader(train, torch.device("cpu"), sampler)
+    sampler.set_epoch(2, 1)  # mid-epoch, as a resumed run starts
+    batches = list(sampler)
+    assert len(batches) == len(loader) == len(train) // 16 - 1
+    for (x, y), batch in zip(loader, batches, strict=True):
+        pos, seeds = torch.tensor(batch).T
+        assert torch.equal(x, loader._normalise(loader.augment(pos, seeds)))
+        assert y.tolist() == [train.targets[p] for p in pos.tolist()]
 
 
 def test_device_loader_training_resumes_exactly(tmp_path):
