@@ -95,3 +95,17 @@ def test_interrupted_epoch_bench_says_so_without_a_resume_hint(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1] == "interrupted" and "Resume with" not in err and "Traceback" not in err
+
+
+def test_training_loop_adds_a_few_kernels_per_step():
+    """acl train's per-step work beyond forward/backward/optimizer (GPU crop, flip and normalise; the loss
+    and accuracy record) stays a handful of kernels: launches are what bound a small net on a fast GPU."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_train_overhead.py"
+    spec = importlib.util.spec_from_file_location("bench_train_overhead", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    engine, bare = module.kernels_per_step("configs/quickstart.yaml", ["data.batch_size=16"])
+    assert engine == int(engine) and 0 < engine - bare <= 12
