@@ -14,6 +14,7 @@ changes (tracked by tensor version counters).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from typing import Callable, Iterable, Sequence
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
+from torch.profiler import record_function
 
 LAYOUTS = ("flat", "tile")
 GENERATOR_ATTR = "csg"  # where the generator lives on the model root
@@ -74,7 +76,8 @@ class SliceGenerator(nn.Module):
         of copies per layer (and per layer again in the backward). Under ``torch.compile`` the plain
         reshape-and-crop is traced instead; the compiler fuses it.
         """
-        with torch.profiler.record_function("csg.generate"):  # named in profiler traces
+        # named in profiler traces (not while torch.compile traces: it would only warn that it ignores it)
+        with contextlib.nullcontext() if torch.compiler.is_compiling() else record_function("csg.generate"):
             layers = self.layers
             codes = torch.cat([layer.codes for layer in layers]) if len(layers) > 1 else layers[0].codes
             slices = F.linear(codes, self.weight)
