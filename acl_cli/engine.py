@@ -24,7 +24,7 @@ from . import distributed
 from .checkpoint import copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, OptimConfig, ScheduleConfig, build_config
 from .csg import GeneratedConv2d, SliceGenerator, find_generator
-from .data import DataSplits, build_splits, eval_loader, train_loader
+from .data import DataSplits, DeviceLoader, build_splits, eval_loader, train_loader
 from .errors import UserError
 from .models import create_model
 from .params import format_report, report_for_config
@@ -410,9 +410,10 @@ def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_
     writer = _open_logs(run_dir, cfg, report, resume, overwrite, progress) if main else _NullWriter()
     smaller = f" ({report.compression:.2f}x fewer than the original)" if cfg.model.csg else ""
     procs = f" x {env.world_size} processes (lr x {lr_factor})" if env.enabled else ""
+    feed = "device loader" if isinstance(loader, DeviceLoader) else f"DataLoader, {cfg.data.workers} workers"
     log(f"{cfg.model.arch}{' CSG' if cfg.model.csg else ''}: {report.total:,} params{smaller}, "
         f"{len(splits.train):,} train / {len(splits.val):,} val images, {steps_per_epoch} steps per epoch on "
-        f"{device}{procs}; logs in {run_dir}")
+        f"{device}{procs} ({feed}); logs in {run_dir}")
 
     def checkpoint(path: Path) -> None:
         if main:

@@ -186,7 +186,9 @@ def test_device_loader_training_resumes_exactly(tmp_path):
     sets = ["model.arch=resnet20", "data.name=digits", "data.val_split=0.2", "data.train_subset=128",
             "data.batch_size=32", "data.loader=device", "train.epochs=2", "train.progress=false"]
     cfg = load_config(None, sets)
-    train(cfg, tmp_path / "a", log=lambda *a: None)
+    lines = []
+    train(cfg, tmp_path / "a", log=lines.append)
+    assert "steps per epoch on cpu (device loader)" in lines[0]
     with pytest.raises(TrainingInterrupted):
         train(cfg, tmp_path / "b", stop_after_steps=5, log=lambda *a: None)
     train(cfg, tmp_path / "b", resume=True, log=lambda *a: None)
