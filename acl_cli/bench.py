@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .config import Config
 from .data import DEVICE_PRESETS, DeviceLoader, EpochBatchSampler, build_splits, loader_kwargs, use_device_loader
@@ -35,6 +36,25 @@ def _timed(fn: Callable[[], Any], device: torch.device, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+_NO_KERNEL_OPS = frozenset(f"aten::{n}" for n in (  # allocate or read metadata only
+    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "_local_scalar_dense", "is_same_size",
+    "detach", "lift_fresh", "set_", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset"))
+
+
+class KernelCounter(TorchDispatchMode):
+    """While active, counts the aten ops dispatched that compute (views and metadata ops excluded): on a
+    GPU each would launch a kernel. Deterministic, so it stands in for launch counts where no GPU is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not (torch.Tag.view_copy in func.tags or func.is_view or func._schema.name in _NO_KERNEL_OPS):
+            self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
 def kernels_per_step(fn: Callable[[], Any], device: torch.device) -> int:
     """Device kernels one call of ``fn`` launches: counted by the profiler on CUDA; elsewhere, the aten ops
     dispatched that compute (views and metadata ops excluded). Launches, not FLOPs, bound small convnets on
@@ -47,25 +67,9 @@ def kernels_per_step(fn: Callable[[], Any], device: torch.device) -> int:
             _sync(device)
         return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
                    and not e.name.startswith(("Memcpy", "Memset")))
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Count(TorchDispatchMode):
-        ops = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            tags = getattr(func, "tags", ())
-            if not (torch.Tag.view_copy in tags or func.is_view or func._schema.name in _NO_KERNEL_OPS):
-                Count.ops += 1
-            return func(*args, **(kwargs or {}))
-
-    with Count():
+    with KernelCounter() as counter:
         fn()
-    return Count.ops
-
-
-_NO_KERNEL_OPS = frozenset(f"aten::{n}" for n in (  # allocate or read metadata only
-    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "_local_scalar_dense", "is_same_size",
-    "detach", "lift_fresh", "set_", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset"))
+    return counter.ops
 
 
 class _Subject:

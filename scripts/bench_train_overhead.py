@@ -79,17 +79,7 @@ def acl_run(cfg, epochs: int) -> tuple[list[float], list[float]]:
 def kernels_per_step(config: str, overrides: list[str]) -> tuple[float, int]:
     """Kernels (computing ops dispatched) per step: acl train with the device loader, from two runs of
     different lengths, against a bare step on a ready batch. Launches bound a small convnet on a fast GPU."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    from acl_cli.bench import _NO_KERNEL_OPS
-
-    class Count(TorchDispatchMode):
-        ops = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if not (torch.Tag.view_copy in func.tags or func.is_view or func._schema.name in _NO_KERNEL_OPS):
-                Count.ops += 1
-            return func(*args, **(kwargs or {}))
+    from acl_cli.bench import KernelCounter
 
     cfg = load_config(config, overrides)
 
@@ -97,10 +87,9 @@ def kernels_per_step(config: str, overrides: list[str]) -> tuple[float, int]:
         sets = ["data.loader=device", f"data.train_subset={cfg.data.batch_size * batches}", "train.epochs=1",
                 "train.progress=false", "train.log_every_steps=1000", "train.device=cpu"]
         run_cfg = load_config(config, overrides + sets)
-        with tempfile.TemporaryDirectory() as tmp, Count():
-            Count.ops = 0
+        with tempfile.TemporaryDirectory() as tmp, KernelCounter() as counter:
             train(run_cfg, Path(tmp) / "run", log=lambda *a: None)
-            return Count.ops
+        return counter.ops
 
     engine = (run(8) - run(4)) / 4
     model = build_model(cfg)
@@ -116,10 +105,9 @@ def kernels_per_step(config: str, overrides: list[str]) -> tuple[float, int]:
         opt.step()
 
     step()
-    with Count():
-        Count.ops = 0
+    with KernelCounter() as counter:
         step()
-        return engine, Count.ops
+    return engine, counter.ops
 
 
 def main() -> int:
