@@ -72,6 +72,11 @@ def kernels_per_step(fn: Callable[[], Any], device: torch.device) -> int:
     return counter.ops
 
 
+def _require_csg(cfg: Config) -> None:
+    if cfg.model.csg is None:
+        raise UserError("bench compares a CSG model with its original twin, but the config has model.csg: null")
+
+
 class _Subject:
     """One model with its optimizer and a fixed batch: a training step and an inference call."""
 
@@ -119,8 +124,7 @@ class _Subject:
 def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int = 10, repeats: int = 5,
                  warmup: int = 3) -> dict[str, Any]:
     """Training step (forward + backward + optimizer) and eval inference, CSG against its original twin."""
-    if cfg.model.csg is None:
-        raise UserError("bench compares a CSG model with its original twin, but the config has model.csg: null")
+    _require_csg(cfg)
     original_cfg = copy.deepcopy(cfg)
     original_cfg.model.csg = None
     side = cfg.data.image_size or get_model_entry(cfg.model.arch).input_size
@@ -216,8 +220,7 @@ def bench_epochs(cfg: Config, device: torch.device, epochs: int = 3) -> dict[str
 
     from .engine import TrainingInterrupted, train
 
-    if cfg.model.csg is None:
-        raise UserError("bench compares a CSG model with its original twin, but the config has model.csg: null")
+    _require_csg(cfg)
     if epochs < 2:
         raise UserError("--epochs must be >= 2: the first epoch is warm-up")
     splits = build_splits(cfg.data, cfg.model.num_classes)

@@ -220,10 +220,8 @@ class GeneratedConv2d(nn.Module):
         return int((~per_code.any(dim=1)).sum())
 
     def forward(self, x: Tensor) -> Tensor:
-        kernel = self.generator.kernel(self)
-        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-            kernel = kernel.contiguous(memory_format=torch.channels_last)  # as nn.Conv2d weights after .to()
-        return F.conv2d(x, kernel, self.bias, self.stride, self.padding, self.dilation)
+        # the generator already laid the kernel out in the input's memory format
+        return F.conv2d(x, self.generator.kernel(self), self.bias, self.stride, self.padding, self.dilation)
 
 
 # ---------------------------------------------------------------------------------------------------

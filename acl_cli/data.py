@@ -29,23 +29,35 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 # Preprocessing presets
 
 
+# Small-image recipes, shared by the torch path's transforms and the GPU-resident loader:
+# preset -> (random-crop padding, horizontal flip, mean, std)
+DEVICE_PRESETS = {
+    "cifar": (4, True, CIFAR_MEAN, CIFAR_STD),
+    "digits": (2, False, (0.5,) * 3, (0.5,) * 3),  # no flips: a mirrored digit is another glyph
+    "none": (0, False, (0.0,) * 3, (1.0,) * 3),
+}
+
+
 def build_transform(preset: str, train: bool, image_size: int | None = None) -> Callable:
-    to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-    if preset == "cifar":
-        size = image_size or 32
-        aug = [v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip()] if train else []
-        return v2.Compose([v2.ToImage(), *aug, v2.ToDtype(torch.float32, scale=True), v2.Normalize(CIFAR_MEAN, CIFAR_STD)])
-    if preset == "digits":  # no flips: a mirrored digit is another glyph
-        aug = [v2.RandomCrop(image_size or 32, padding=2)] if train else []
-        return v2.Compose([v2.ToImage(), *aug, v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.5] * 3)])
     if preset == "imagenet":
         size = image_size or 224
         if train:
             geometry = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
         else:
             geometry = [v2.Resize(round(size * 256 / 224), antialias=True), v2.CenterCrop(size)]
-        return v2.Compose([v2.ToImage(), *geometry, *to_float[1:], v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    return v2.Compose(to_float)
+        return _to_normalised_float(geometry, IMAGENET_MEAN, IMAGENET_STD)
+    padding, flip, mean, std = DEVICE_PRESETS[preset]
+    geometry = []
+    if train and padding:
+        geometry.append(v2.RandomCrop(image_size or 32, padding=padding))
+    if train and flip:
+        geometry.append(v2.RandomHorizontalFlip())
+    return _to_normalised_float(geometry, mean, std)
+
+
+def _to_normalised_float(geometry: list, mean, std) -> Callable:
+    """uint8 image -> geometry (on uint8, cheaper) -> float in [0, 1] -> normalised."""
+    return v2.Compose([v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -297,16 +309,18 @@ class EpochBatchSampler(Sampler):
     def __len__(self) -> int:
         return self.batches_per_epoch() - self.start
 
-    def __iter__(self):
+    def plan(self) -> torch.Tensor:
+        """The rest of this epoch as ``(batches, batch_size, 2)`` int64: each sample's position and seed."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=g)
         seeds = torch.randint(0, 2**62, (self.size,), generator=g)
         n = self.batches_per_epoch() * self.batch_size
-        mine_pos = order[self.rank :: self.world_size][:n].tolist()
-        mine_seed = seeds[self.rank :: self.world_size][:n].tolist()
-        for b in range(self.start, self.batches_per_epoch()):
-            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            yield list(zip(mine_pos[sl], mine_seed[sl]))
+        mine = torch.stack([order[self.rank :: self.world_size][:n], seeds[self.rank :: self.world_size][:n]], 1)
+        return mine.view(-1, self.batch_size, 2)[self.start:]
+
+    def __iter__(self):
+        for batch in self.plan().tolist():
+            yield [tuple(sample) for sample in batch]
 
 
 def loader_kwargs(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
@@ -335,13 +349,6 @@ def eval_loader(ds: SplitDataset, cfg: DataConfig, device: torch.device, rank: i
 
 # --------------------------------------------------------------------------------------------------
 # GPU-resident loading for datasets that fit in device memory
-
-DEVICE_PRESETS = {  # preset -> (crop padding, horizontal flip, mean, std)
-    "cifar": (4, True, CIFAR_MEAN, CIFAR_STD),
-    "digits": (2, False, (0.5,) * 3, (0.5,) * 3),
-    "none": (0, False, (0.0,) * 3, (1.0,) * 3),
-}
-
 
 def _preset_of(ds: SplitDataset) -> str | None:
     return getattr(ds, "preset", None)
@@ -452,7 +459,7 @@ class DeviceLoader:
 
     def _epoch_plan(self) -> torch.Tensor:
         """The rest of the epoch as ``(batches, batch_size, 4)``: position and draws, on the device."""
-        plan = torch.tensor(list(self.batch_sampler), dtype=torch.long).view(-1, self.batch_sampler.batch_size, 2)
+        plan = self.batch_sampler.plan()
         if self.device.type == "cuda":
             plan = plan.pin_memory()
         plan = plan.to(self.device, non_blocking=True)

@@ -131,10 +131,9 @@ def build_scheduler(optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch
 # Evaluation
 
 
-def _topk_correct(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
-    k = min(k, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
-    return (top == targets[:, None]).any(dim=1).sum()
+def _top1_top5_correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == targets[:, None]  # best first
+    return hits[:, 0].sum(), hits.any(dim=1).sum()
 
 
 @torch.no_grad()
@@ -150,8 +149,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, progress: bool = Fa
         y = y.to(device, non_blocking=True)
         with _autocast(device, amp):
             logits = model(x)
-        sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(),
-                             _topk_correct(logits, y, 1).double(), _topk_correct(logits, y, 5).double()])
+        top1, top5 = _top1_top5_correct(logits, y)
+        sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(), top1, top5])
         n += y.numel()
     loss, top1, top5, n = env.sum(torch.cat([sums, sums.new_tensor([n])])).tolist()
     if n == 0:
