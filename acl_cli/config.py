@@ -98,6 +98,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: Optional[float] = None  # max global grad norm
     lr_scaling: Literal["linear", "none"] = "linear"  # with N processes (torchrun), lr x N (Goyal et al. 2017)
+    fused: bool = False  # torch's fused optimizer kernel: one launch for the whole update
 
     def validate(self, path: str) -> None:
         if self.lr <= 0:

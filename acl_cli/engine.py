@@ -99,9 +99,13 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr_factor: float = 1.0) -> torch.optim.Optimizer:
     groups, lr = param_groups(model, cfg), cfg.lr * lr_factor
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas))
+    fused = {"fused": True} if cfg.fused else {}  # one kernel for the whole update instead of a few per tensor list
+    try:
+        if cfg.name == "sgd":
+            return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **fused)
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), **fused)
+    except (RuntimeError, TypeError) as e:  # a torch without fused kernels for this optimizer or device
+        raise UserError(f"optim.fused: {str(e).splitlines()[0]}") from None
 
 
 def build_scheduler(optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch: int):

@@ -5,7 +5,8 @@
 # Runs the CUDA tests, then acl bench: the CSG/original train-step ratio with bf16 + channels_last (eager and
 # compiled), the loaders, whole CIFAR-10-sized epochs of acl train (eager, compiled, CUDA graphs) and the
 # share of kernel generation in a step. One JSON per benchmark lands in OUT_DIR; the last lines compare
-# them with the targets (exit 1 if one is missed). DRY_RUN=1 prints the commands instead.
+# them with the targets (exit 1 if one is missed). DRY_RUN=1 prints the commands instead; ONLY="tests step_fp32"
+# runs just those steps (names as in OUT_DIR, without the extension), e.g. to split the run or redo one figure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/gpu_acceptance}
@@ -13,6 +14,7 @@ ACL=${ACL:-acl}
 read -r -a ACL_CMD <<< "$ACL"
 PYTHON=${PYTHON:-python}
 DRY_RUN=${DRY_RUN:-0}
+ONLY=${ONLY:-}
 CFG=configs/cifar10/resnet56_csg_12_72.yaml  # the authors' recipe: batch 192
 if [ -n "${DATA_ROOT:-}" ]; then
     DATA=(--set data.name=cifar10 --set "data.root=$DATA_ROOT" --set data.val_split=0)
@@ -25,6 +27,9 @@ FAILED=()
 step() {  # LOG_FILE COMMAND...: run it, its output also in OUT/LOG_FILE (or only print it with DRY_RUN=1)
     local log=$1
     shift
+    if [ -n "$ONLY" ] && [[ " $ONLY " != *" ${log%.*} "* ]]; then
+        return
+    fi
     if [ "$DRY_RUN" = 1 ]; then
         printf '%q ' "$@"
         echo "> $OUT/$log"

@@ -75,3 +75,6 @@ def test_gpu_acceptance_dry_run_commands_are_valid(cli):
         shown = cli("config", "show", "--config", config, *[x for s in sets for x in ("--set", s)])
         assert shown.exit_code == 0, (args, shown.output)
     assert ["scripts/gpu_targets.py", "/tmp/out"] == commands[-1][1:]
+    only = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_acceptance.sh"), "/tmp/out"], cwd=ROOT, text=True,
+                          env={**os.environ, "DRY_RUN": "1", "ONLY": "tests loaders"}, capture_output=True)
+    assert [line.rsplit("/", 1)[-1] for line in only.stdout.splitlines()] == ["tests.txt", "loaders.json"]
