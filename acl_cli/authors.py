@@ -19,9 +19,10 @@ from typing import Any
 import torch
 
 from .checkpoint import save_checkpoint
-from .config import Config, CSGConfig, DataConfig, ModelConfig
+from .config import Config, CSGConfig, DataConfig, ModelConfig, quote
 from .errors import UserError
 from .models import create_model, get_model_entry
+from .rundir import check_output_file
 
 _RESNET_RULES = [  # (pattern, replacement) applied in order to each key of their CIFAR ResNet
     (r"^conv_1_3x3\.", "conv1."),
@@ -90,16 +91,25 @@ def convert_state(net: dict[str, torch.Tensor], arch: str) -> tuple[dict[str, to
     head = next((v for k, v in state.items() if k in ("classifier.weight", "linear.weight")), None)
     if head is None:
         raise UserError("no classifier weight (classifier.weight / linear.weight) in the checkpoint")
+    if head.dim() != 2 or head.shape[0] < 1:
+        raise UserError(f"the classifier weight has shape {tuple(head.shape)}: expected (classes >= 1, features)")
     return state, csg, int(head.shape[0])
 
 
 def import_original(src: str | Path, arch: str, dst: str | Path, overwrite: bool = False) -> Config:
     """Convert an authors' checkpoint into ours (with a config), so ``acl eval DST`` needs nothing else."""
     src, dst = Path(src), Path(dst)
-    if dst.exists() and not overwrite:
-        raise UserError(f"{dst} already exists; choose another --out or add --overwrite")
+    check_output_file(dst, overwrite, reads=src)
     _family(arch)
     data = _read(src)
+    acc = data.get("acc", -1.0)
+    if isinstance(acc, torch.Tensor) and acc.numel() == 1:
+        acc = acc.item()
+    if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not math.isfinite(acc):
+        raise UserError(f"{src}: 'acc' should be the test accuracy (a number), got {quote(acc)}")
+    epoch = data.get("epoch", 0) or 0
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise UserError(f"{src}: 'epoch' should be a non-negative int, got {quote(epoch)}")
     state, csg, num_classes = convert_state(data["net"], arch)
     model = create_model(arch, num_classes, None if csg is None else vars(csg))
     expected = model.state_dict()
@@ -120,8 +130,7 @@ def import_original(src: str | Path, arch: str, dst: str | Path, overwrite: bool
     dataset = "cifar100" if num_classes == 100 else "cifar10"
     cfg = Config(model=ModelConfig(arch=arch, num_classes=num_classes, csg=csg),
                  data=DataConfig(name=dataset, preset="cifar", batch_size=128))
-    epoch = int(data.get("epoch", 0) or 0)
     save_checkpoint({"config": cfg.to_dict(), "model": model.state_dict(),
-                     "progress": {"epoch": epoch, "batch": 0, "step": 0, "best_top1": float(data.get("acc", -1.0))},
-                     "imported": {"source": str(src), "acc": float(data.get("acc", -1.0)), "epoch": epoch}}, dst)
+                     "progress": {"epoch": epoch, "batch": 0, "step": 0, "best_top1": float(acc)},
+                     "imported": {"source": str(src), "acc": float(acc), "epoch": epoch}}, dst)
     return cfg

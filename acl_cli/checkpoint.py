@@ -1,6 +1,7 @@
 """Checkpoints: plain data only (loads with ``weights_only=True``), written atomically."""
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import random
@@ -20,11 +21,18 @@ FORMAT = "acl-checkpoint"
 VERSION = 1
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
     """Write through a temp file in the same folder, fsync, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open would honour the umask
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -35,10 +43,22 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace a text file atomically (temp + fsync + rename): a kill leaves the old file or the new one."""
+    try:
+        atomic_write(Path(path), lambda f: f.write(text.encode()))
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     state = {"format": FORMAT, "version": VERSION, **state}
+    # serialised in memory first: torch.save writing to a full disk fails inside C++ with an unreadable
+    # message; a plain write fails with the OSError (ENOSPC, EFBIG) a user can act on
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     try:
-        atomic_write(Path(path), lambda f: torch.save(state, f))
+        atomic_write(Path(path), lambda f: f.write(buffer.getbuffer()))
     except OSError as e:
         raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; the previous one is untouched") from None
 

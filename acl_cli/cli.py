@@ -8,7 +8,7 @@ import traceback
 import click
 
 from .config import ConfigError, load_config
-from .errors import UserError
+from .errors import UserError, one_line
 
 _DEBUG = False
 
@@ -38,7 +38,7 @@ class AclGroup(click.Group):
         except UserError as e:
             if _DEBUG:
                 traceback.print_exc()
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {one_line(e)}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -46,7 +46,7 @@ class AclGroup(click.Group):
         except Exception as e:  # a bug on our side: still one line, the details behind --debug
             if _DEBUG:
                 raise
-            click.echo(f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", err=True)
+            click.echo(f"error: {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)", err=True)
             ctx.exit(1)
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +23,18 @@ from .errors import UserError
 
 class ConfigError(UserError):
     pass
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of YAML; anything this large is not one
+MAX_YAML_VALUES = 100_000  # values after expanding aliases: refuses "billion laughs" documents
+SEED_LIMIT = 2**32
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def quote(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message never echoes a huge value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -54,7 +68,7 @@ class ModelConfig:
     def validate(self, path: str) -> None:
         from .models import list_models
         if self.arch not in list_models():
-            raise ConfigError(f"{path}.arch: unknown arch {self.arch!r}; valid: {', '.join(list_models())}")
+            raise ConfigError(f"{path}.arch: unknown arch {quote(self.arch)}; valid: {', '.join(list_models())}")
         if self.num_classes < 1:
             raise ConfigError(f"{path}.num_classes: must be >= 1, got {self.num_classes}")
 
@@ -84,6 +98,8 @@ class DataConfig:
                 raise ConfigError(f"{path}.{key}: must be >= 1, got {value}")
         if self.workers < 0:
             raise ConfigError(f"{path}.workers: must be >= 0, got {self.workers}")
+        if not 0 <= self.split_seed < SEED_LIMIT:
+            raise ConfigError(f"{path}.split_seed: must be in [0, 2**32), got {self.split_seed}")
 
 
 @dataclass
@@ -155,10 +171,12 @@ class TrainConfig:
             raise ConfigError(f"{path}.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
         if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 1:
             raise ConfigError(f"{path}.checkpoint_every_steps: must be >= 1, got {self.checkpoint_every_steps}")
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ConfigError(f"{path}.seed: must be in [0, 2**32), got {self.seed}")
         if self.log_every_steps < 1:
             raise ConfigError(f"{path}.log_every_steps: must be >= 1, got {self.log_every_steps}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError(f"{path}.device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+            raise ConfigError(f"{path}.device: expected auto, cpu, cuda or cuda:N, got {quote(self.device)}")
 
 
 @dataclass
@@ -209,18 +227,20 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
                 return _convert(value, arg, path)
             except ConfigError:
                 continue
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {quote(value)}")
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {quote(value)}")
         return value
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {quote(value)}")
         (item,) = typing.get_args(tp)
         return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
+    if tp is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; every ML config writes it so
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
@@ -228,7 +248,11 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         str: isinstance(value, str),
     }.get(tp)
     if not ok:
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {quote(value)}")
+    if tp is int and not -2**63 <= value < 2**63:
+        raise ConfigError(f"{path}: {quote(value)} is out of range")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"{path}: must be a finite number, got {value}")
     return float(value) if tp is float else value
 
 
@@ -237,7 +261,7 @@ def from_dict(cls: type, data: Any, path: str = "config") -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{path}: expected a mapping, got {quote(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -246,7 +270,7 @@ def from_dict(cls: type, data: Any, path: str = "config") -> Any:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
-            raise ConfigError(f"unknown key '{where}'{hint}")
+            raise ConfigError(f"unknown key {quote(where)}{hint}")
         kwargs[key] = _convert(value, hints[key], where)
     obj = cls(**kwargs)
     if hasattr(obj, "validate"):
@@ -258,20 +282,56 @@ def from_dict(cls: type, data: Any, path: str = "config") -> Any:
 # Files and overrides
 
 
-def _read_yaml(path: Path) -> dict:
+class _CountingLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, which we let construct a document only after measuring it."""
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Values in ``node`` with every alias expanded; computed per distinct node, so bombs cost nothing here."""
+    if id(node) not in memo:
+        memo[id(node)] = 1  # a node reached again through itself (a recursive alias) counts once
+        children = node.value if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)) else []
+        pairs = [c for kv in children for c in kv] if isinstance(node, yaml.MappingNode) else children
+        memo[id(node)] = 1 + sum(_expanded_size(c, memo) for c in pairs)
+    return memo[id(node)]
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Safe YAML (no tags that run code), refusing documents that expand past ``MAX_YAML_VALUES`` values."""
+    loader = _CountingLoader(text)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise ConfigError(f"{where}: refusing a YAML document of more than {MAX_YAML_VALUES:,} values "
+                              "(aliases expanded)")
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+        raise ConfigError(f"{at}: YAML syntax error: {problem}") from None
+    finally:
+        loader.dispose()
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is too large for a config file")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file (a YAML config is expected)") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -299,21 +359,21 @@ def load_raw(path: str | os.PathLike, _seen: tuple = ()) -> dict:
     if base is None:
         return data
     if not isinstance(base, str):
-        raise ConfigError(f"{path}: 'base' must be a path string, got {base!r}")
+        raise ConfigError(f"{path}: 'base' must be a path string, got {quote(base)}")
     return _merge(load_raw(path.parent / base, _seen + (path.resolve(),)), data)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set optim.lr=0.1")
+        raise ConfigError(f"--set {quote(item)}: expected key=value, e.g. --set optim.lr=0.1")
     key, _, text = item.partition("=")
     keys = key.strip().split(".")
     if not all(keys):
-        raise ConfigError(f"--set {item!r}: empty key")
+        raise ConfigError(f"--set {quote(item)}: empty key")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {item!r}: the value is not valid YAML") from None
+        value = parse_yaml(text, f"--set {key}") if text.strip() else None
+    except ConfigError as e:
+        raise ConfigError(f"--set {quote(item)}: the value is not valid YAML ({e})") from None
     return keys, value
 
 

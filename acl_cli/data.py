@@ -6,6 +6,7 @@ and crops an uninterrupted run would, whatever the number of loader workers.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -118,9 +119,54 @@ def _torchvision_cifar(cfg: DataConfig, train: bool):
                         f"or data.root to the folder that holds {cls.base_folder}") from None
 
 
+def _image_problem(path: str) -> str | None:
+    """Why the image file at ``path`` cannot be read (its header; cheap), or None."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's own warnings would add lines to our one-line error
+            with Image.open(path):
+                return None
+    except UnidentifiedImageError:
+        return "not an image PIL can read"
+    except (OSError, SyntaxError, ValueError) as e:
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def load_image(path: str):
+    """ImageFolder's loader, naming the file when it cannot be decoded (a truncated or corrupt image stops
+    the run: silently skipping it would change the numbers)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with open(path, "rb") as f:
+                return Image.open(f).convert("RGB")
+    except (OSError, SyntaxError, ValueError) as e:
+        raise UserError(f"cannot read image {path}: {_image_problem(path) or str(e).splitlines()[0]}") from None
+
+
+def check_images(ds: Dataset, workers: int = 0) -> None:
+    """Open the header of every image file of an image-folder split; the first unreadable one is an error.
+    Headers only (fast, also for ImageNet's 50,000 validation images); a file corrupt past its header is
+    named when it is decoded."""
+    samples = getattr(getattr(ds, "base", None), "samples", None)
+    if samples is None:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [samples[i][0] for i in ds.indices]
+    with ThreadPoolExecutor(max(1, min(workers, 16))) as pool:
+        for path, problem in zip(paths, pool.map(_image_problem, paths, chunksize=64)):
+            if problem:
+                raise UserError(f"cannot read image {path}: {problem}")
+
+
 def _image_folder(root: Path, what: str) -> datasets.ImageFolder:
     try:
-        return datasets.ImageFolder(str(root))
+        return datasets.ImageFolder(str(root), loader=load_image)
     except (FileNotFoundError, OSError) as e:
         raise UserError(f"cannot read the {what} image folder {root}: {e}".split("\n")[0]) from None
 

@@ -1,10 +1,13 @@
 """Training and evaluation: config -> model and data -> loop -> logs and checkpoints."""
 from __future__ import annotations
 
+import copy
 import csv
+import io
 import json
 import math
-import shutil
+import re
+import shlex
 import signal
 import sys
 import threading
@@ -20,12 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from . import distributed
-from .checkpoint import copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import Config, OptimConfig, ScheduleConfig, build_config
+from . import distributed, rundir
+from .checkpoint import (copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
+                         write_text)
+from .config import Config, ConfigError, OptimConfig, ScheduleConfig, build_config, quote
 from .csg import GeneratedConv2d, SliceGenerator, find_generator
-from .data import DataSplits, DeviceLoader, build_splits, eval_loader, train_loader
-from .errors import UserError
+from .data import DeviceLoader, build_splits, check_images, eval_loader, train_loader
+from .errors import UserError, one_line
 from .models import create_model
 from .params import format_report, report_for_config
 
@@ -43,10 +47,14 @@ class TrainingInterrupted(UserError):
 
 
 def resolve_device(name: str) -> torch.device:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", name):
+        raise UserError(f"device {quote(name)}: expected auto, cpu, cuda or cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device is {name!r} but no CUDA device is available; use auto or cpu")
+        raise UserError(f"device {name!r}: no CUDA device is available; use auto or cpu")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA devices")
     return torch.device(name)
 
 
@@ -56,6 +64,8 @@ def build_model(cfg: Config) -> nn.Module:
         return create_model(cfg.model.arch, cfg.model.num_classes, csg)
     except ValueError as e:
         raise UserError(f"model: {e}") from None
+    except (RuntimeError, OverflowError, MemoryError) as e:  # e.g. a code_size or num_classes too large to allocate
+        raise UserError(f"model: cannot build {cfg.model.arch} with these settings: {one_line(e, 160)}") from None
 
 
 @torch.no_grad()
@@ -194,44 +204,54 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (run_dir / "last.pt").is_file():
             raise UserError(f"cannot resume: {run_dir / 'last.pt'} does not exist")
+    elif overwrite:
+        rundir.check_replaceable(run_dir)
     elif run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} is a file")
-    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise UserError(f"run directory {run_dir} already exists; use --resume {run_dir} to continue it, "
-                        "--overwrite to replace it, or --out for another folder")
+    elif run_dir.exists() and any(p.name != rundir.LOCK for p in run_dir.iterdir()):
+        raise UserError(f"run directory {run_dir} already exists; use --resume {shlex.quote(str(run_dir))} to "
+                        "continue it, --overwrite to replace it, or --out for another folder")
 
 
-def _open_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    try:
-        if overwrite and not resume and run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(".*.tmp"):  # left by a process killed while writing a checkpoint
-            stale.unlink()
-    except OSError as e:
-        raise UserError(f"cannot prepare run directory {run_dir}: {e.strerror or e}") from None
+# --------------------------------------------------------------------------------------------------
+# Resuming: which settings may change
+
+# What a resume may change: none of these alters the model, the data stream or the updates already
+# applied. The learning rate and schedule are rebuilt at the step reached, as a fresh run would have them.
+RESUMABLE = ("train.epochs", "train.progress", "train.log_every_steps", "train.checkpoint_every_steps",
+             "train.device", "train.compile", "train.compile_mode", "data.root", "data.download", "data.workers",
+             "data.eval_batch_size", "optim.lr", "schedule")
 
 
-def _rewrite_metrics(path: Path, keep_epochs: int) -> None:
-    """On resume, drop rows of epochs the checkpoint had not finished (they are run again)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f)
-                if (r.get("epoch") or "").isdigit() and int(r["epoch"]) <= keep_epochs and None not in r.values()]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def changed_settings(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old, new)}`` for every setting that differs."""
+    a, b = _flatten(old.to_dict()), _flatten(new.to_dict())
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k, a) != b.get(k, b)}
 
 
 def resume_config(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> Config:
-    """The config stored in a run's ``last.pt``, with overrides (e.g. more epochs) applied."""
-    from .config import apply_overrides
+    """The config stored in a run's ``last.pt`` with overrides applied; refuses changes a resume cannot honour."""
+    from .config import apply_overrides, quote
 
     _check_run_dir(Path(run_dir), resume=True, overwrite=False)
     state = load_checkpoint(Path(run_dir) / "last.pt")
-    return build_config(apply_overrides(state["config"], overrides))
+    old, new = build_config(state["config"]), build_config(apply_overrides(state["config"], overrides))
+    for key, (before, after) in changed_settings(old, new).items():
+        if not any(key == r or key.startswith(r + ".") for r in RESUMABLE):
+            raise ConfigError(f"--resume cannot change {key} ({quote(before)} -> {quote(after)}): the run would not "
+                              f"continue as it began; resume may change {', '.join(RESUMABLE)}.*; start a new run "
+                              "with --config for anything else")
+    return new
 
 
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
@@ -242,7 +262,17 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: 
     call cleanly after that many steps (a checkpoint is written), as SIGINT or SIGTERM would.
     """
     with _stop_on_signals() as stop:
-        return _train(cfg, Path(run_dir), resume, overwrite, stop_after_steps, log, stop)
+        env, device = distributed.setup(resolve_device(cfg.train.device))
+        try:
+            run = _Run(cfg, Path(run_dir), resume, overwrite, env, device, log if env.is_main else _quiet)
+            with run.open():
+                return run.train(stop, stop_after_steps)
+        finally:
+            distributed.teardown()
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
 
 
 class _NullWriter:
@@ -258,9 +288,10 @@ class _EpochStats:
     Reading back finds the first non-finite loss and names its step; since every checkpoint reads back
     first, a checkpoint never holds weights updated from a NaN loss."""
 
-    def __init__(self, device: torch.device, steps_per_epoch: int, run_dir: Path):
+    def __init__(self, device: torch.device, steps_per_epoch: int):
         self.buffer = torch.zeros(steps_per_epoch, 2, device=device)  # loss, correct (exact: < 2**24)
-        self.steps_per_epoch, self.run_dir = steps_per_epoch, run_dir
+        self.steps_per_epoch = steps_per_epoch
+        self.last_good = "no checkpoint was written"  # kept up to date by the run
         self.start([0.0, 0, 0])
 
     def start(self, sums: list) -> None:
@@ -281,8 +312,7 @@ class _EpochStats:
             for (step, images), (loss, correct) in zip(self.pending, rows, strict=True):
                 if not math.isfinite(loss):
                     raise UserError(f"loss is {loss} at step {step + 1} (epoch {step // self.steps_per_epoch + 1}); "
-                                    f"last good checkpoint: {self.run_dir / 'last.pt'}; lower optim.lr, or "
-                                    "train.on_nonfinite: skip")
+                                    f"{self.last_good}; lower optim.lr, or train.on_nonfinite: skip")
                 self.loss_sum += loss * images
                 self.correct += int(correct)
                 self.images += images
@@ -295,239 +325,338 @@ def _autocast(device: torch.device, amp: str):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
-def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_after_steps: int | None, log,
-           stop: dict) -> dict[str, Any]:
-    env, device = distributed.setup(resolve_device(cfg.train.device))
-    try:
-        return _train_loop(cfg, run_dir, resume, overwrite, stop_after_steps, log if env.is_main else _quiet,
-                           stop, env, device)
-    finally:
-        distributed.teardown()
+def _all_finite(model: nn.Module) -> bool:
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
 
 
-def _quiet(*args, **kwargs) -> None:
-    pass
+def _read_history(path: Path, keep_epochs: int) -> list[dict[str, Any]]:
+    """Rows of a ``metrics.csv`` up to ``keep_epochs`` (for checkpoints older than the history they carry)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if (r.get("epoch") or "").isdigit() and None not in r.values()]
+    return [{k: float(r[k]) if k not in ("epoch", "step") else int(r[k]) for k in METRIC_FIELDS}
+            for r in rows if int(r["epoch"]) <= keep_epochs]
 
 
-def _restore(path: Path, cfg: Config, model: nn.Module, optimizer, scheduler, scaler, log) -> dict[str, Any]:
-    """Load a run's state into freshly built objects; returns its progress."""
-    state = load_checkpoint(path)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise UserError(f"{path} does not fit this model: {str(e).splitlines()[0]}") from None
-    optimizer.load_state_dict(state["optimizer"])
-    if state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    progress = state["progress"]
-    old = build_config(state["config"])
-    if (old.schedule, old.train.epochs) == (cfg.schedule, cfg.train.epochs):
-        scheduler.load_state_dict(state["scheduler"])
-    else:  # the budget or schedule changed: the new schedule, at the step reached
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for _ in range(progress["step"]):
-                scheduler.step()
-        log(f"schedule rebuilt for {cfg.train.epochs} epochs; lr now {optimizer.param_groups[0]['lr']:.4g}")
-    set_rng_state(state["rng"])
-    return progress
+def _metrics_csv(history: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows({k: row[k] for k in METRIC_FIELDS} for row in history)
+    return buf.getvalue()
 
 
-def _open_logs(run_dir: Path, cfg: Config, report, resume: bool, overwrite: bool, progress: dict):
-    """Create (or reopen) the run directory's files; returns the TensorBoard writer."""
-    from torch.utils.tensorboard import SummaryWriter
+class _Run:
+    """One training run. Building it validates everything (config, data, model, the state to resume) and
+    writes nothing; :meth:`open` then takes the run directory and :meth:`train` runs the epochs."""
 
-    _open_run_dir(run_dir, resume, overwrite)
-    metrics_path = run_dir / "metrics.csv"
-    try:
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
-        (run_dir / "params.json").write_text(json.dumps(report.to_dict(per_layer=True), indent=2))
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool, overwrite: bool, env: distributed.DistEnv,
+                 device: torch.device, log):
+        self.cfg, self.run_dir, self.resume, self.overwrite = cfg, run_dir, resume, overwrite
+        self.env, self.device, self.log, self.main = env, device, log, env.is_main
+        if self.main:  # only rank 0 owns the run directory
+            _check_run_dir(run_dir, resume, overwrite)
+        torch.manual_seed(cfg.train.seed)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self._build_data()
+        self._build_model()
+        self.progress: dict[str, Any] = {
+            "epoch": 0, "batch": 0, "step": 0, "best_top1": -1.0, "wall": 0.0,
+            "epoch_sums": [0.0, 0, 0],  # loss sum, correct, images of the epoch in progress (this process)
+            "history": [],  # one metrics row per finished epoch: metrics.csv is written from it
+            "pending": None,  # the row of an epoch trained but not yet evaluated
+            "train_images": len(self.splits.train), "steps_per_epoch": self.steps_per_epoch}
+        self.stats = _EpochStats(device, self.steps_per_epoch)
         if resume:
-            _rewrite_metrics(metrics_path, progress["epoch"])
-        if not metrics_path.exists():
-            metrics_path.write_text(",".join(METRIC_FIELDS) + "\n")
-    except OSError as e:
-        raise UserError(f"cannot write to run directory {run_dir}: {e.strerror or e}") from None
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=progress["step"] if resume else None)
-    if not resume:
-        writer.add_text("params", format_report(report, "markdown"))
-        writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "```")
-    return writer
+            self._restore()
+        if self.progress["epoch"] >= cfg.train.epochs and not self.progress["pending"]:
+            raise UserError(f"{run_dir} already finished {self.progress['epoch']} epochs; to train longer: "
+                            f"acl train --resume {shlex.quote(str(run_dir))} --set train.epochs=N")
+        self.train_model: nn.Module = self.model  # ``model`` stays plain: checkpoints carry no wrapper prefixes
+        if env.enabled:  # gradient_as_bucket_view: gradients live in the all-reduce buckets, no copy per step
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                gradient_as_bucket_view=True)
+        if cfg.train.compile:
+            self.train_model = torch.compile(self.train_model, mode=cfg.train.compile_mode)
+        self.writer: Any = _NullWriter()
+        self.steps_this_call = 0
+        self.val: dict[str, float] = {}
 
+    # ---- setup (nothing written)
 
-def _train_loop(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, stop_after_steps: int | None, log,
-                stop: dict, env: distributed.DistEnv, device: torch.device) -> dict[str, Any]:
-    main = env.is_main
-    if main:  # only rank 0 owns the run directory
-        _check_run_dir(run_dir, resume, overwrite)
-    torch.manual_seed(cfg.train.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    def _build_data(self) -> None:
+        """Every process takes its own share of each epoch and of the validation set."""
+        cfg, env = self.cfg, self.env
+        self.splits = splits = build_splits(cfg.data, cfg.model.num_classes)
+        if splits.train is None:
+            raise UserError(f"{cfg.data.name}: no training folder at {Path(cfg.data.root) / 'train'}")
+        if len(splits.val) == 0:
+            raise UserError(f"{cfg.data.name}: the validation split is empty")
+        check_images(splits.val, cfg.data.workers)  # a bad file found now, not after a training epoch
+        self.loader = train_loader(splits.train, cfg.data, cfg.train.seed, self.device, env.rank, env.world_size)
+        self.val_loader = eval_loader(splits.val, cfg.data, self.device, env.rank, env.world_size)
+        self.sampler = self.loader.batch_sampler
+        self.steps_per_epoch = self.sampler.batches_per_epoch()
 
-    # Data: every process takes its own share of each epoch and of the validation set.
-    splits: DataSplits = build_splits(cfg.data, cfg.model.num_classes)
-    if splits.train is None:
-        raise UserError(f"{cfg.data.name}: no training folder at {Path(cfg.data.root) / 'train'}")
-    loader = train_loader(splits.train, cfg.data, cfg.train.seed, device, env.rank, env.world_size)
-    val_loader = eval_loader(splits.val, cfg.data, device, env.rank, env.world_size)
-    sampler = loader.batch_sampler
-    steps_per_epoch = sampler.batches_per_epoch()
+    def _build_model(self) -> None:
+        cfg, env, device = self.cfg, self.env, self.device
+        model = build_model(cfg)
+        if cfg.model.csg and cfg.model.csg.init_from and not self.resume:
+            load_generator(model, cfg.model.csg.init_from)
+        if cfg.train.sync_bn and env.enabled:
+            if device.type != "cuda":
+                raise UserError("train.sync_bn: SyncBatchNorm needs CUDA devices; set it false for CPU processes")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.model = model.to(device).to(memory_format=self.memory_format)
+        self.lr_factor = env.world_size if cfg.optim.lr_scaling == "linear" else 1
+        self.optimizer = build_optimizer(model, cfg.optim, self.lr_factor)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.train.epochs, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+        self.report = report_for_config(cfg.model, model)
 
-    # Model, optimizer, schedule. ``model`` stays the plain module: checkpoints never carry wrapper prefixes.
-    model = build_model(cfg)
-    if cfg.model.csg and cfg.model.csg.init_from and not resume:
-        load_generator(model, cfg.model.csg.init_from)
-    if cfg.train.sync_bn and env.enabled:
-        if device.type != "cuda":
-            raise UserError("train.sync_bn: SyncBatchNorm needs CUDA devices; set it false for CPU processes")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
-    lr_factor = env.world_size if cfg.optim.lr_scaling == "linear" else 1
-    optimizer = build_optimizer(model, cfg.optim, lr_factor)
-    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.train.epochs, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    report = report_for_config(cfg.model, model)
+    def _restore(self) -> None:
+        """Load ``last.pt`` into the freshly built objects: model, optimizer, schedule, RNG and progress."""
+        path, cfg, progress = self.run_dir / "last.pt", self.cfg, self.progress
+        self.restored_from = path.stat().st_mtime_ns
+        state = load_checkpoint(path)
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise UserError(f"{path} does not fit this model: {str(e).splitlines()[0]}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        progress.update(state["progress"])
+        before = progress["train_images"], progress["steps_per_epoch"]
+        now = len(self.splits.train), self.steps_per_epoch
+        if before != now:
+            raise UserError(f"the training data now has {now[0]:,} images ({now[1]} steps an epoch); the run was "
+                            f"trained on {before[0]:,} ({before[1]}): resume needs the same data")
+        if "history" not in state["progress"]:  # a checkpoint older than the history it now carries
+            progress["history"] = _read_history(self.run_dir / "metrics.csv", progress["epoch"])
+        old = build_config(state["config"])
+        if (old.optim.lr, old.schedule, old.train.epochs) == (cfg.optim.lr, cfg.schedule, cfg.train.epochs):
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:  # the schedule as a fresh run of this config would have it at the step reached
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["initial_lr"] = cfg.optim.lr * self.lr_factor
+            self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.train.epochs, self.steps_per_epoch)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+                for _ in range(progress["step"]):
+                    self.scheduler.step()
+            self.log(f"schedule rebuilt for the new settings; lr now {self.optimizer.param_groups[0]['lr']:.4g}")
+        set_rng_state(state["rng"])
+        self.stats.last_good = f"last good checkpoint: {path} (step {progress['step']})"
+        self.log(f"resuming {self.run_dir} at epoch {progress['epoch'] + 1}, step {progress['step']}")
 
-    progress = {"epoch": 0, "batch": 0, "step": 0, "best_top1": -1.0, "wall": 0.0,
-                "epoch_sums": [0.0, 0, 0]}  # loss sum, correct, images of the epoch in progress (this process)
-    if resume:
-        progress.update(_restore(run_dir / "last.pt", cfg, model, optimizer, scheduler, scaler, log))
-        log(f"resuming {run_dir} at epoch {progress['epoch'] + 1}, step {progress['step']}")
-    if progress["epoch"] >= cfg.train.epochs:
-        raise UserError(f"{run_dir} already finished {progress['epoch']} epochs; "
-                        f"to train longer: acl train --resume {run_dir} --set train.epochs=N")
+    # ---- the run directory
 
-    train_model: nn.Module = model
-    if env.enabled:
-        # gradient_as_bucket_view: gradients live in the all-reduce buckets, no copy in and out per step
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                          else None, gradient_as_bucket_view=True)
-    if cfg.train.compile:
-        train_model = torch.compile(train_model, mode=cfg.train.compile_mode)
+    @contextmanager
+    def open(self) -> Iterator[None]:
+        """Create or take over the run directory (locked for the run's life) and its logs."""
+        if not self.main:
+            yield
+            return
+        from torch.utils.tensorboard import SummaryWriter
 
-    # Everything is validated: only now touch the run directory.
-    metrics_path = run_dir / "metrics.csv"
-    writer = _open_logs(run_dir, cfg, report, resume, overwrite, progress) if main else _NullWriter()
-    smaller = f" ({report.compression:.2f}x fewer than the original)" if cfg.model.csg else ""
-    procs = f" x {env.world_size} processes (lr x {lr_factor})" if env.enabled else ""
-    feed = "device loader" if isinstance(loader, DeviceLoader) else f"DataLoader, {cfg.data.workers} workers"
-    log(f"{cfg.model.arch}{' CSG' if cfg.model.csg else ''}: {report.total:,} params{smaller}, "
-        f"{len(splits.train):,} train / {len(splits.val):,} val images, {steps_per_epoch} steps per epoch on "
-        f"{device}{procs} ({feed}); logs in {run_dir}")
-
-    def checkpoint(path: Path) -> None:
-        if main:
-            save_checkpoint({"config": cfg.to_dict(), "model": model.state_dict(),
-                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "scaler": scaler.state_dict() if scaler.is_enabled() else None, "rng": rng_state(),
-                             "progress": dict(progress), "params": report.total}, path)
-
-    stats = _EpochStats(device, steps_per_epoch, run_dir)
-    steps_this_call = 0
-    val: dict[str, float] = {}
-    try:
-        for epoch in range(progress["epoch"], cfg.train.epochs):
-            sampler.set_epoch(epoch, progress["batch"])
-            train_model.train()
-            stats.start(progress["epoch_sums"])
-            wall_base, t0 = progress["wall"], time.perf_counter()
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
-                       disable=not (cfg.train.progress and main), initial=progress["batch"], total=steps_per_epoch)
-            for x, y in bar:
-                x = x.to(device, non_blocking=True, memory_format=memory_format)
-                y = y.to(device, non_blocking=True)
-                with _autocast(device, cfg.train.amp):
-                    logits = train_model(x)
-                    loss = criterion(logits, y)
-                if cfg.train.on_nonfinite == "skip" and not torch.isfinite(loss):  # a host sync, only here
-                    log(f"warning: loss is {loss.item()} at step {progress['step'] + 1} (epoch {epoch + 1}); "
-                        "update skipped")
-                    progress["skipped"] = progress.get("skipped", 0) + 1
-                else:
-                    stats.record(loss, logits, y, progress["step"])
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if cfg.optim.grad_clip:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                scheduler.step()  # the schedule follows batches, skipped ones too
-                progress["step"] += 1
-                progress["batch"] += 1
-                steps_this_call += 1
-                if main and progress["step"] % cfg.train.log_every_steps == 0:
-                    loss_sum, correct, images = stats.sync()
-                    elapsed, seen = time.perf_counter() - t0, max(images, 1)
-                    writer.add_scalar("train/loss_running", loss_sum / seen, progress["step"])
-                    writer.add_scalar("lr", optimizer.param_groups[0]["lr"], progress["step"])
-                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
-                                    img_s=f"{env.world_size * images / max(elapsed, 1e-9):.0f}", refresh=False)
-                signalled = bool(stop["stop"])
-                if env.enabled:  # processes agree every few steps: a per-step all-reduce + host sync stalls the GPU
-                    signalled = progress["step"] % STOP_SYNC_STEPS == 0 and env.any(signalled, device)
-                stop_now = signalled or (stop_after_steps is not None and steps_this_call >= stop_after_steps)
-                every = cfg.train.checkpoint_every_steps
-                if stop_now or (every and progress["step"] % every == 0):
-                    progress["epoch_sums"] = stats.sync()
-                    progress["wall"] = wall_base + time.perf_counter() - t0
-                    checkpoint(run_dir / "last.pt")
-                if stop_now:
-                    why = stop["stop"] or ("a signal to another process" if signalled else
-                                           f"step budget of {stop_after_steps}")
-                    raise TrainingInterrupted(
-                        f"stopped ({why}) at epoch {epoch + 1}, step {progress['step']}; "
-                        f"{run_dir / 'last.pt'} written. Resume with: acl train --resume {run_dir}", run_dir)
-            bar.close()
-            sums = stats.sync()
-            epoch_time = time.perf_counter() - t0
-            loss_sum, correct, images = env.sum(torch.tensor(sums, dtype=torch.float64, device=device)).tolist()
-            env.broadcast_buffers(model)
-            val = evaluate(model, val_loader, device, env=env, amp=cfg.train.amp, memory_format=memory_format)
-            progress.update(epoch=epoch + 1, batch=0, epoch_sums=[0.0, 0, 0])
-            progress["wall"] = wall_base + time.perf_counter() - t0
-            row = {"epoch": epoch + 1, "step": progress["step"], "lr": optimizer.param_groups[0]["lr"],
-                   "train_loss": loss_sum / max(images, 1), "train_top1": 100 * correct / max(images, 1),
-                   "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-                   "epoch_time": epoch_time, "img_s": images / epoch_time}
-            is_best = val["top1"] > progress["best_top1"]
-            if is_best:  # best first: a kill between the two writes re-runs the epoch and rewrites both
-                progress["best_top1"] = val["top1"]
-                checkpoint(run_dir / "best.pt")
-                if main:
-                    copy_checkpoint(run_dir / "best.pt", run_dir / "last.pt")
+        run_dir, cfg = self.run_dir, self.cfg
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create run directory {run_dir}: {e.strerror or e}") from None
+        with rundir.RunLock(run_dir):
+            # checked again under the lock: another process may have written here while this one prepared
+            if self.resume:
+                if (run_dir / "last.pt").stat().st_mtime_ns != self.restored_from:
+                    raise UserError(f"{run_dir / 'last.pt'} changed while this run prepared; run the command again")
             else:
-                checkpoint(run_dir / "last.pt")
-            if main:
-                with open(metrics_path, "a", newline="") as f:
-                    csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow({k: row[k] for k in METRIC_FIELDS})
-            for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5"):
-                split, name = key.split("_")
-                writer.add_scalar(f"{split}/{name}", row[key], progress["step"])
-            writer.add_scalar("perf/img_s", row["img_s"], progress["step"])
-            writer.add_scalar("perf/epoch_time_s", epoch_time, progress["step"])
-            writer.flush()
-            log(f"epoch {epoch + 1:>3}/{cfg.train.epochs}  train loss {row['train_loss']:.4f} "
-                f"top1 {row['train_top1']:5.2f}%  val loss {val['loss']:.4f} top1 {val['top1']:5.2f}% "
-                f"top5 {val['top5']:5.2f}%  lr {row['lr']:.4g}  {row['img_s']:,.0f} img/s  "
-                f"{epoch_time:.1f}s{'  *best' if is_best else ''}")
+                _check_run_dir(run_dir, resume=False, overwrite=self.overwrite)
+            try:
+                if self.overwrite and not self.resume:
+                    rundir.clear(run_dir)
+                rundir.remove_stale_temps(run_dir)
+            except OSError as e:
+                raise UserError(f"cannot prepare run directory {run_dir}: {e.strerror or e}") from None
+            write_text(run_dir / "config.yaml", cfg.to_yaml())
+            write_text(run_dir / "params.json", json.dumps(self.report.to_dict(per_layer=True), indent=2))
+            write_text(run_dir / "metrics.csv", _metrics_csv(self.progress["history"]))
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=self.progress["step"] if self.resume else None)
+            if not self.resume:
+                self.writer.add_text("params", format_report(self.report, "markdown"))
+                self.writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "```")
+            try:
+                yield
+            finally:
+                self.writer.close()
+
+    def _checkpoint(self, name: str) -> None:
+        """Write ``name`` from the current state; never from non-finite weights."""
+        step = self.progress["step"]
+        if not _all_finite(self.model):  # checked on every process: the weights are the same everywhere
+            raise UserError(f"the weights are not finite after step {step} (epoch "
+                            f"{(step - 1) // self.steps_per_epoch + 1}); {self.stats.last_good}; lower optim.lr")
+        if self.main:
+            save_checkpoint({"config": self.cfg.to_dict(), "model": self.model.state_dict(),
+                             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                             "rng": rng_state(), "progress": copy.deepcopy(self.progress),
+                             "params": self.report.total}, self.run_dir / name)
+        self.stats.last_good = f"last good checkpoint: {self.run_dir / 'last.pt'} (step {step})"
+
+    # ---- training
+
+    def train(self, stop: dict, stop_after_steps: int | None) -> dict[str, Any]:
+        cfg, progress = self.cfg, self.progress
+        self.log(self._banner())
+        if progress["pending"]:  # stopped between an epoch's training and its evaluation
+            self._end_epoch(progress["pending"])
+        for epoch in range(progress["epoch"], cfg.train.epochs):
+            row = self._train_epoch(epoch, stop, stop_after_steps)
+            progress["pending"] = row
+            self._checkpoint("last.pt")  # the epoch's training is safe before evaluation starts
+            self._end_epoch(row)
+        return self._finish()
+
+    def _banner(self) -> str:
+        cfg, report, env = self.cfg, self.report, self.env
+        smaller = f" ({report.compression:.2f}x fewer than the original)" if cfg.model.csg else ""
+        procs = f" x {env.world_size} processes (lr x {self.lr_factor})" if env.enabled else ""
+        feed = "device loader" if isinstance(self.loader, DeviceLoader) else f"DataLoader, {cfg.data.workers} workers"
+        return (f"{cfg.model.arch}{' CSG' if cfg.model.csg else ''}: {report.total:,} params{smaller}, "
+                f"{len(self.splits.train):,} train / {len(self.splits.val):,} val images, {self.steps_per_epoch} "
+                f"steps per epoch on {self.device}{procs} ({feed}); logs in {self.run_dir}")
+
+    def _train_epoch(self, epoch: int, stop: dict, stop_after_steps: int | None) -> dict[str, Any]:
+        """One pass over the training set (or the rest of one); returns the epoch's training row."""
+        cfg, progress, stats = self.cfg, self.progress, self.stats
+        self.sampler.set_epoch(epoch, progress["batch"])
+        self.train_model.train()
+        stats.start(progress["epoch_sums"])
+        wall_base, t0 = progress["wall"], time.perf_counter()
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
+                   disable=not (cfg.train.progress and self.main), initial=progress["batch"],
+                   total=self.steps_per_epoch)
+        for x, y in bar:
+            self._step(x, y, epoch)
+            progress["step"] += 1
+            progress["batch"] += 1
+            self.steps_this_call += 1
+            if self.main and progress["step"] % cfg.train.log_every_steps == 0:
+                self._log_running(bar, t0)
+            why = self._stop_reason(stop, stop_after_steps)
+            every = cfg.train.checkpoint_every_steps
+            if why or (every and progress["step"] % every == 0):
+                progress["epoch_sums"] = stats.sync()
+                progress["wall"] = wall_base + time.perf_counter() - t0
+                self._checkpoint("last.pt")
+            if why:
+                raise TrainingInterrupted(
+                    f"stopped ({why}) at epoch {epoch + 1}, step {progress['step']}; {self.run_dir / 'last.pt'} "
+                    f"written. Resume with: acl train --resume {shlex.quote(str(self.run_dir))}", self.run_dir)
+        bar.close()
+        sums = stats.sync()
+        epoch_time = time.perf_counter() - t0
+        loss_sum, correct, images = self.env.sum(torch.tensor(sums, dtype=torch.float64, device=self.device)).tolist()
+        self.env.broadcast_buffers(self.model)
+        progress.update(epoch=epoch + 1, batch=0, epoch_sums=[0.0, 0, 0], wall=wall_base + epoch_time)
+        return {"epoch": epoch + 1, "step": progress["step"], "lr": self.optimizer.param_groups[0]["lr"],
+                "train_loss": loss_sum / max(images, 1), "train_top1": 100 * correct / max(images, 1),
+                "epoch_time": epoch_time, "img_s": images / epoch_time}
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+        cfg, progress = self.cfg, self.progress
+        x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        y = y.to(self.device, non_blocking=True)
+        with _autocast(self.device, cfg.train.amp):
+            logits = self.train_model(x)
+            loss = self.criterion(logits, y)
+        if cfg.train.on_nonfinite == "skip" and not torch.isfinite(loss):  # a host sync, only here
+            self.log(f"warning: loss is {loss.item()} at step {progress['step'] + 1} (epoch {epoch + 1}); "
+                     "update skipped")
+            progress["skipped"] = progress.get("skipped", 0) + 1
+        else:
+            self.stats.record(loss, logits, y, progress["step"])
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.optim.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.scheduler.step()  # the schedule follows batches, skipped ones too
+
+    def _log_running(self, bar, t0: float) -> None:
+        loss_sum, correct, images = self.stats.sync()
+        step, seen = self.progress["step"], max(images, 1)
+        self.writer.add_scalar("train/loss_running", loss_sum / seen, step)
+        self.writer.add_scalar("lr", self.optimizer.param_groups[0]["lr"], step)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
+                        img_s=f"{self.env.world_size * images / max(time.perf_counter() - t0, 1e-9):.0f}",
+                        refresh=False)
+
+    def _stop_reason(self, stop: dict, stop_after_steps: int | None) -> str | None:
+        """Why to stop after this step (a signal, the step budget), or None."""
+        signalled = bool(stop["stop"])
+        if self.env.enabled:  # processes agree every few steps: a per-step all-reduce + host sync stalls the GPU
+            signalled = self.progress["step"] % STOP_SYNC_STEPS == 0 and self.env.any(signalled, self.device)
+        if signalled:
+            return stop["stop"] or "a signal to another process"
+        if stop_after_steps is not None and self.steps_this_call >= stop_after_steps:
+            return f"step budget of {stop_after_steps}"
+        return None
+
+    def _end_epoch(self, row: dict[str, Any]) -> None:
+        """Evaluate, then record the epoch: checkpoints, metrics.csv (from the history), TensorBoard, a line."""
+        progress, t0 = self.progress, time.perf_counter()
+        val = self.val = evaluate(self.model, self.val_loader, self.device, env=self.env, amp=self.cfg.train.amp,
+                                  memory_format=self.memory_format)
+        progress["wall"] += time.perf_counter() - t0
+        row = {**row, "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"]}
+        progress["history"].append(row)
+        progress["pending"] = None
+        is_best = val["top1"] > progress["best_top1"]
+        if is_best:  # best first: a kill between the two writes re-runs the evaluation and rewrites both
+            progress["best_top1"] = val["top1"]
+            self._checkpoint("best.pt")
+            if self.main:
+                copy_checkpoint(self.run_dir / "best.pt", self.run_dir / "last.pt")
+        else:
+            self._checkpoint("last.pt")
+        if self.main:
+            write_text(self.run_dir / "metrics.csv", _metrics_csv(progress["history"]))
+        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5"):
+            split, name = key.split("_")
+            self.writer.add_scalar(f"{split}/{name}", row[key], row["step"])
+        self.writer.add_scalar("perf/img_s", row["img_s"], row["step"])
+        self.writer.add_scalar("perf/epoch_time_s", row["epoch_time"], row["step"])
+        self.writer.flush()
+        self.log(f"epoch {row['epoch']:>3}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
+                 f"top1 {row['train_top1']:5.2f}%  val loss {val['loss']:.4f} top1 {val['top1']:5.2f}% "
+                 f"top5 {val['top5']:5.2f}%  lr {row['lr']:.4g}  {row['img_s']:,.0f} img/s  "
+                 f"{row['epoch_time']:.1f}s{'  *best' if is_best else ''}")
+
+    def _finish(self) -> dict[str, Any]:
+        cfg, progress, val = self.cfg, self.progress, self.val
         final = {"val_top1": val.get("top1"), "val_top5": val.get("top5"), "val_loss": val.get("loss"),
-                 "val_samples": val.get("samples"), "best_val_top1": progress["best_top1"], "params": report.total,
-                 "epochs": progress["epoch"], "wall_s": progress["wall"]}
-        if main:
+                 "val_samples": val.get("samples"), "best_val_top1": progress["best_top1"],
+                 "params": self.report.total, "epochs": progress["epoch"], "wall_s": progress["wall"]}
+        if self.main:
             hparams = {"arch": cfg.model.arch, "csg": json.dumps(asdict(cfg.model.csg)) if cfg.model.csg else "none",
                        "lr": cfg.optim.lr, "batch_size": cfg.data.batch_size, "epochs": cfg.train.epochs,
-                       "params": report.total}
-            (run_dir / "final.json").write_text(json.dumps(final, indent=2))  # marks the run as finished
-            writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in final.items() if v is not None}, run_name=".")
-        log(f"done: best val top1 {progress['best_top1']:.2f}%; checkpoints {run_dir / 'best.pt'} and last.pt; "
-            f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+                       "params": self.report.total}
+            write_text(self.run_dir / "final.json", json.dumps(final, indent=2))  # marks the run as finished
+            self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in final.items() if v is not None},
+                                    run_name=".")
+        self.log(f"done: best val top1 {progress['best_top1']:.2f}%; checkpoints {self.run_dir / 'best.pt'} and "
+                 f"last.pt; TensorBoard: tensorboard --logdir {self.run_dir / 'tb'}")
         return final
-    finally:
-        writer.close()
 
 
 def load_model(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[nn.Module, Config, dict[str, Any]]:
@@ -547,6 +676,8 @@ def load_model(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[nn.Mo
 def evaluate_checkpoint(path: str | Path, split: str = "val", overrides: tuple[str, ...] = (),
                         device: str = "auto", batch_size: int | None = None) -> dict[str, Any]:
     """Rebuild the model from a checkpoint alone and evaluate it on a split of its (overridden) data."""
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     model, cfg, _ = load_model(path, overrides)
     dev = resolve_device(device)
     model.to(dev)

@@ -12,6 +12,7 @@ from .csg import materialize
 from .engine import load_model
 from .errors import UserError
 from .models import get_model_entry
+from .rundir import check_output_file
 
 FORMATS = ("state_dict", "torchscript", "pt2", "onnx")
 
@@ -25,9 +26,16 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "state_dict", com
            fp16: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Write ``out``; returns what was written (format, bytes, params)."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; choose another --out or add --overwrite")
+    source = Path(checkpoint)
+    check_output_file(out, overwrite, reads=source if source.is_file() else None)
     model, cfg, state = load_model(checkpoint)
+    try:
+        return _write(model, cfg, state, out, fmt, compact, fp16)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+
+
+def _write(model, cfg, state, out: Path, fmt: str, compact: bool, fp16: bool) -> dict[str, Any]:
     arch = cfg.model.arch
     if compact:  # generator + codes + the rest: the smallest faithful file, still an acl checkpoint
         weights = {k: v.half() if fp16 and v.is_floating_point() else v for k, v in model.state_dict().items()}

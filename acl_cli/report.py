@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, load_config
+from .config import ConfigError, build_config, load_raw
 from .errors import UserError
 
 COLUMNS = ["run", "arch", "csg", "params", "compression", "best_top1", "final_top1", "epochs", "wall_min", "img_s"]
@@ -19,28 +19,39 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     if not (run / "config.yaml").is_file() or not (run / "params.json").is_file():
         raise UserError(f"{run} is not a run directory (no config.yaml / params.json)")
     try:
-        cfg = load_config(run / "config.yaml")
+        raw = load_raw(run / "config.yaml")
+        if "model" not in raw:  # an empty or cut file would silently read as the defaults
+            raise ConfigError(f"{run / 'config.yaml'} is empty or has no model section")
+        cfg = build_config(raw)
+        params = json.loads((run / "params.json").read_text())
+        total, compression = int(params["total"]), float(params["compression"])
     except ConfigError as e:
         raise UserError(f"{run}: {e}") from None
-    params = json.loads((run / "params.json").read_text())
-    rows = []
-    if (run / "metrics.csv").is_file():
-        with open(run / "metrics.csv", newline="") as f:
-            rows = [r for r in csv.DictReader(f) if (r.get("epoch") or "").isdigit()]
+    except (ValueError, KeyError, TypeError, OSError):
+        raise UserError(f"{run}: params.json is not readable (cut short or edited?)") from None
+    try:
+        rows = []
+        if (run / "metrics.csv").is_file():
+            with open(run / "metrics.csv", newline="") as f:
+                rows = [r for r in csv.DictReader(f) if (r.get("epoch") or "").isdigit()]
+        top1 = [float(r["val_top1"]) for r in rows]
+        wall_min = round(sum(float(r["epoch_time"]) for r in rows) / 60, 1)
+        img_s = round(statistics.median(float(r["img_s"]) for r in rows)) if rows else None
+    except (ValueError, KeyError, TypeError, csv.Error, UnicodeDecodeError):
+        raise UserError(f"{run}: metrics.csv is not readable (cut short or edited?)") from None
     csg = cfg.model.csg
-    top1 = [float(r["val_top1"]) for r in rows]
     return {
         "run": run.name,
         "arch": cfg.model.arch,
         "csg": "-" if csg is None else f"{'x'.join(map(str, csg.slice_shape))}/{csg.code_size} {csg.layout}"
                                         + (" frozen" if csg.freeze else ""),
-        "params": params["total"],
-        "compression": params["compression"],
+        "params": total,
+        "compression": compression,
         "best_top1": round(max(top1), 2) if top1 else None,
         "final_top1": round(top1[-1], 2) if top1 else None,
         "epochs": f"{len(rows)}/{cfg.train.epochs}",
-        "wall_min": round(sum(float(r["epoch_time"]) for r in rows) / 60, 1),
-        "img_s": round(statistics.median(float(r["img_s"]) for r in rows)) if rows else None,
+        "wall_min": wall_min,
+        "img_s": img_s,
     }
 
 

@@ -39,6 +39,29 @@ def workspace(tmp_path_factory):
     (ws / "empty_run").mkdir()
     (ws / "partial").mkdir()
     (ws / "partial" / "notes.txt").write_text("keep")
+    # hostile or broken inputs
+    (ws / "binary.yaml").write_bytes(bytes(range(256)) * 4)
+    (ws / "deep.yaml").write_text("a: " + "[" * 20000 + "]" * 20000 + "\n")
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x]"] + [
+        f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    (ws / "bomb.yaml").write_text("\n".join(lines) + "\n")  # 500 bytes, 9**9 values expanded
+    (ws / "huge.yaml").write_text("# padding\n" * 200_000)
+    (ws / "cfgdir.yaml").mkdir()
+    (ws / "link").symlink_to(ws / "run")
+    torch.save({"net": {"conv_1_3x3.weight": torch.zeros(16, 3, 3, 3), "linear.weight": torch.zeros(0, 64)},
+                "acc": 90.0}, ws / "authors0.t7")
+    torch.save({"net": {"linear.weight": torch.zeros(10, 64)}, "acc": "ninety"}, ws / "authors_acc.t7")
+    for name, metrics in (("garbage_run", "epoch,val_top1\n1,banana\n"), ("emptycfg_run", None)):
+        (ws / name).mkdir()
+        (ws / name / "params.json").write_text((ws / "run" / "params.json").read_text())
+        (ws / name / "config.yaml").write_text((ws / "run" / "config.yaml").read_text() if metrics else "")
+        (ws / name / "metrics.csv").write_text(metrics or "")
+    from PIL import Image
+
+    for split, cls, i in [("train", c, i) for c in "ab" for i in range(4)] + [("val", "a", 0), ("val", "b", 0)]:
+        (ws / "badimg" / split / cls).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(ws / "badimg" / split / cls / f"{i}.png")
+    (ws / "badimg" / "val" / "b" / "broken.png").write_bytes(b"\x89PNG not really")
     return ws
 
 
@@ -70,7 +93,8 @@ CASES = [
     ("train", "--resume", "empty_run"), "cannot resume: empty_run/last.pt does not exist",
     ("train", "--resume", "run", "--config", "good.yaml"), "--resume takes the config from the run",
     ("train", "--resume", "run"), "already finished 1 epochs",
-    ("train", "--resume", "run", "--set", "model.arch=resnet32", "--set", "train.epochs=3"), "does not fit this model",
+    ("train", "--resume", "run", "--set", "model.arch=resnet32", "--set", "train.epochs=3"),
+    "--resume cannot change model.arch ('resnet20' -> 'resnet32')",
     ("train", "--bogus"), "No such option '--bogus'",
     # acl eval
     ("eval",), "Missing argument 'CHECKPOINT'",
@@ -110,6 +134,44 @@ CASES = [
     ("export", "run", "--out", "x.pt", "--fp16"), "--fp16 applies to --compact only",
     ("report", "empty_run"), "empty_run is not a run directory",
     ("nope",), "No such command 'nope'",
+    # hostile files, absurd values, paths --overwrite must never touch
+    ("train", "--config", "binary.yaml"), "binary.yaml is not a text file",
+    ("train", "--config", "deep.yaml"), "deep.yaml: YAML nested too deeply",
+    ("config", "show", "--config", "bomb.yaml"), "refusing a YAML document of more than 100,000 values",
+    ("count-params", "--config", "huge.yaml"), "is too large for a config file",
+    ("bench", "--config", "cfgdir.yaml"), "is a directory",
+    ("train", "--config", "good.yaml", "--set", "train.seed=1180591620717411303424"), "train.seed: 11805916",
+    ("train", "--config", "good.yaml", "--set", "train.seed=-1"), "train.seed: must be in [0, 2**32)",
+    ("train", "--config", "good.yaml", "--set", "optim.lr=.nan"), "optim.lr: must be a finite number, got nan",
+    ("train", "--config", "good.yaml", "--set", "optim.lr=.inf"), "optim.lr: must be a finite number, got inf",
+    ("train", "--config", "good.yaml", "--set", "schedule.warmup_epochs=.inf"), "warmup_epochs: must be a finite",
+    ("train", "--config", "good.yaml", "--set", "schedule.milestones=[.nan]"), "milestones[0]: must be a finite",
+    ("train", "--config", "good.yaml", "--set", "model.csg={slice_shape: [16, 16, 3, 3], code_size: 1000000000000}"),
+    "model: cannot build resnet20 with these settings",
+    ("train", "--config", "good.yaml", "--set", "train.device=bogus"), "train.device: expected auto, cpu",
+    ("train", "--config", "good.yaml", "--set", "model.arch=" + "x" * 5000), "unknown arch 'xxxxxxxx",
+    ("eval", "run", "--batch-size", "-3"), "--batch-size must be >= 1",
+    ("eval", "run", "--device", "bogus"), "device 'bogus': expected auto, cpu, cuda or cuda:N",
+    ("bench", "--config", "good.yaml", "--device", "cuda:x"), "device 'cuda:x': expected auto",
+    ("import-original", "authors0.t7", "--arch", "resnet20", "--out", "x.pt"), "expected (classes >= 1",
+    ("import-original", "authors_acc.t7", "--arch", "resnet20", "--out", "x.pt"), "'acc' should be the test accuracy",
+    ("import-original", "authors.t7", "--arch", "resnet20", "--out", "run/last.pt", "--overwrite"),
+    "is a file of the acl run directory",
+    ("report", "garbage_run"), "garbage_run: metrics.csv is not readable",
+    ("report", "emptycfg_run"), "config.yaml is empty or has no model section",
+    ("export", "run", "--out", "good.yaml/x.pt"), "cannot write good.yaml/x.pt",
+    ("export", "run", "--out", "partial", "--overwrite"), "is a directory",
+    ("export", "run/last.pt", "--out", "run/last.pt", "--overwrite", "--compact"), "replace the checkpoint it reads",
+    ("export", "run", "--out", "run/best.pt", "--overwrite", "--compact"), "a file of the acl run directory",
+    ("train", "--config", "good.yaml", "--out", ".", "--overwrite"), "refusing to overwrite .: it is the current",
+    ("train", "--config", "good.yaml", "--out", "..", "--overwrite"), "it holds the current directory",
+    ("train", "--config", "good.yaml", "--out", "link", "--overwrite"), "link: it is a symbolic link",
+    ("train", "--config", "good.yaml", "--out", "partial", "--overwrite"), "not an acl run directory (it holds notes",
+    ("train", "--config", "good.yaml", "--out", "good.yaml", "--overwrite"), "is a file",
+    ("train", "--config", "good.yaml", "--out", "new", "--set", "data.name=imagefolder", "--set", "data.root=badimg",
+     "--set", "data.val_split=0", "--set", "model.num_classes=2"), "cannot read image badimg/val/b/broken.png",
+    ("train", "--resume", "run", "--set", "data.batch_size=8", "--set", "train.epochs=3"),
+    "--resume cannot change data.batch_size (32 -> 8)",
 ]
 CASES = list(zip(CASES[::2], CASES[1::2]))
 
@@ -158,42 +220,47 @@ def test_unwritable_run_directory_is_a_clear_error(tmp_path):
 
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should be")
-    with pytest.raises(UserError, match="cannot prepare run directory"):
+    with pytest.raises(UserError, match="cannot create run directory .*: Not a directory"):
         train(load_config(None, SMALL), blocker / "run", log=lambda *a: None)
     assert blocker.read_text() == "a file where a folder should be"
 
 
-def test_nonfinite_steps_can_be_skipped(tmp_path):
-    from acl_cli.checkpoint import load_checkpoint, save_checkpoint
+def test_nonfinite_steps_can_be_skipped(tmp_path, monkeypatch):
+    """train.on_nonfinite: skip drops the update of a step whose loss is NaN (a bad batch) and goes on."""
+    from acl_cli.checkpoint import load_checkpoint
 
-    run = tmp_path / "run"
-    train(load_config(None, SMALL), run, log=lambda *a: None)
-    state = load_checkpoint(run / "last.pt")
-    state["model"]["classifier.bias"].fill_(float("inf"))
-    save_checkpoint(state, run / "last.pt")
+    real, calls = torch.nn.CrossEntropyLoss.forward, []
+
+    def nan_on_third_call(self, logits, y):
+        calls.append(1)
+        loss = real(self, logits, y)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", nan_on_third_call)
     lines = []
-    train(load_config(None, SMALL + ["train.epochs=2", "train.on_nonfinite=skip"]), run, resume=True,
+    train(load_config(None, SMALL + ["train.epochs=2", "train.on_nonfinite=skip"]), tmp_path / "run",
           log=lines.append)
-    assert sum("update skipped" in line for line in lines) == 2  # both steps of epoch 2
-    assert load_checkpoint(run / "last.pt")["progress"]["skipped"] == 2
+    assert [line for line in lines if "update skipped" in line] == [
+        "warning: loss is nan at step 3 (epoch 2); update skipped"]
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["progress"]["skipped"] == 1 and state["progress"]["step"] == 4
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
 
 
-def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    from acl_cli import checkpoint as ckpt
-    from acl_cli.errors import UserError
+def test_a_real_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
+    """A file-size limit (ulimit -f: EFBIG, as a full disk gives ENOSPC) hits the real write path."""
+    import subprocess
+    import sys
 
     run = tmp_path / "run"
     train(load_config(None, SMALL), run, log=lambda *a: None)
     before = (run / "last.pt").read_bytes()
-    real_save = torch.save
-
-    def full_disk(obj, f, *a, **k):
-        f.write(b"partial bytes")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(ckpt.torch, "save", full_disk)
-    with pytest.raises(UserError, match="No space left on device; the previous one is untouched"):
-        train(load_config(None, SMALL + ["train.epochs=2"]), run, resume=True, log=lambda *a: None)
-    monkeypatch.setattr(ckpt.torch, "save", real_save)
+    limit_kib = len(before) // 1024 // 2  # the checkpoint cannot be written; the small text files can
+    cmd = f"ulimit -f {limit_kib}; exec {sys.executable} -m acl_cli train --resume {run} --set train.epochs=2"
+    res = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: cannot write checkpoint {run / 'last.pt'}: File too large; the previous one is "
+                     "untouched"], res.stderr
     assert (run / "last.pt").read_bytes() == before
     assert not list(run.glob(".*.tmp"))

@@ -71,3 +71,14 @@ def test_config_show_prints_the_resolved_config(cli, tmp_path):
     assert shown["schedule"]["milestones"] == [100, 150] and shown["model"]["csg"] is None
     res = cli("config", "show", "--config", path, "--set", "optim.lr=0")
     assert res.exit_code == 2 and res.stderr.strip() == "error: optim.lr: must be > 0, got 0.0"
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    """YAML 1.1 reads 1e-3 as a string; a config's lr is written that way more often than not."""
+    from acl_cli.config import ConfigError
+
+    assert load_config(None, ["optim.lr=1e-3", "schedule.min_lr=5E-6"]).optim.lr == 0.001
+    with pytest.raises(ConfigError, match="optim.lr: expected a number, got 'fast'"):
+        load_config(None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match="data.name"):  # strings stay strings elsewhere
+        load_config(None, ["data.name=1e3"])

@@ -110,9 +110,16 @@ def test_cli_refuses_existing_run_dir_and_overwrites_on_request(tmp_path, cli):
     assert res.exit_code == 2 and "already exists" in res.stderr
     assert (run / "notes.txt").read_text() == "keep me" and not (run / "last.pt").exists()
     res = cli("train", "--config", cfg, "--out", run, "--overwrite", *sets, "--set", "train.epochs=1")
+    assert res.exit_code == 2 and "not an acl run directory (it holds notes.txt)" in res.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]  # nothing created, nothing removed
+    (run / "notes.txt").unlink()
+    res = cli("train", "--config", cfg, "--out", run, *sets, "--set", "train.epochs=1")
     assert res.exit_code == 0, res.output
-    assert not (run / "notes.txt").exists() and (run / "best.pt").exists()
-    assert "epoch   1/1" in res.output
+    first = (run / "best.pt").read_bytes()
+    res = cli("train", "--config", cfg, "--out", run, "--overwrite", *sets, "--set", "train.epochs=1",
+              "--set", "train.seed=1")
+    assert res.exit_code == 0, res.output
+    assert (run / "best.pt").read_bytes() != first and "epoch   1/1" in res.output
     # resume a finished run with a larger budget: it continues from epoch 2
     res = cli("train", "--resume", run, "--set", "train.epochs=2")
     assert res.exit_code == 0, res.output
