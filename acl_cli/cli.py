@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 
@@ -33,6 +34,9 @@ class AclGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
+        except BrokenPipeError:  # acl list-models | head: the reader left, which is not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor is the flush at exit
+            ctx.exit(0)
         except click.ClickException:
             raise
         except UserError as e:
@@ -173,7 +177,7 @@ def eval_cmd(checkpoint, overrides, split, device, batch_size, fmt):
     if fmt == "json":
         click.echo(json.dumps(m))
     else:
-        click.echo(f"{split}: top1 {m['top1']:.2f}%  top5 {m['top5']:.2f}%  loss {m['loss']:.4f}  "
+        click.echo(f"{split} ({m['source']}): top1 {m['top1']:.2f}%  top5 {m['top5']:.2f}%  loss {m['loss']:.4f}  "
                    f"samples {m['samples']:,}  params {m['params']:,}")
 
 
@@ -332,7 +336,9 @@ def list_models_cmd():
     from .models import MODELS
 
     for name in sorted(MODELS):
-        click.echo(f"{name:<20} {MODELS[name].constructor.__doc__.strip().splitlines()[0]}")
+        entry = MODELS[name]
+        click.echo(f"{name:<20} {entry.input_size:>3}px {entry.num_classes:>5} classes  "
+                   f"{entry.constructor.__doc__.strip().splitlines()[0]}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,6 +39,8 @@ def quote(value: Any, limit: int = 60) -> str:
 
 @dataclass
 class CSGConfig:
+    REQUIRED = ("slice_shape", "code_size")  # a csg block must say both: no silent 12x12/72 default
+
     slice_shape: list[int] = field(default_factory=lambda: [12, 12, 3, 3])  # (S0 out, S1 in, kh, kw)
     code_size: int = 72
     layout: Literal["flat", "tile"] = "flat"
@@ -62,13 +64,15 @@ class CSGConfig:
 @dataclass
 class ModelConfig:
     arch: str = "resnet20"
-    num_classes: int = 10
+    num_classes: Optional[int] = None  # default: the architecture's (CIFAR nets 10, ImageNet nets 1000)
     csg: Optional[CSGConfig] = None  # null: the original network
 
     def validate(self, path: str) -> None:
-        from .models import list_models
+        from .models import MODELS, list_models
         if self.arch not in list_models():
             raise ConfigError(f"{path}.arch: unknown arch {quote(self.arch)}; valid: {', '.join(list_models())}")
+        if self.num_classes is None:
+            self.num_classes = MODELS[self.arch].num_classes
         if self.num_classes < 1:
             raise ConfigError(f"{path}.num_classes: must be >= 1, got {self.num_classes}")
 
@@ -113,7 +117,7 @@ class OptimConfig:
     decay_norm: bool = True  # weight decay on norm weights and all biases (the authors: yes)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: Optional[float] = None  # max global grad norm
-    lr_scaling: Literal["linear", "none"] = "linear"  # with N processes (torchrun), lr x N (Goyal et al. 2017)
+    lr_scaling: Literal["none", "linear"] = "none"  # linear: lr x N processes (Goyal et al. 2017; add warmup)
     fused: bool = False  # torch's fused optimizer kernel: one launch for the whole update
 
     def validate(self, path: str) -> None:
@@ -132,7 +136,7 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     name: Literal["multistep", "cosine", "onecycle", "constant"] = "multistep"
-    milestones: list[float] = field(default_factory=lambda: [100, 150])  # epochs (multistep)
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # multistep: fractions of the run if all < 1, else epochs
     gamma: float = 0.1  # multistep factor
     warmup_epochs: float = 0.0  # linear warmup from warmup_factor * lr (not with onecycle)
     warmup_factor: float = 0.1
@@ -143,7 +147,10 @@ class ScheduleConfig:
         if self.warmup_epochs < 0 or not 0 < self.warmup_factor <= 1:
             raise ConfigError(f"{path}: warmup_epochs must be >= 0 and warmup_factor in (0, 1]")
         if sorted(self.milestones) != list(self.milestones) or any(m <= 0 for m in self.milestones):
-            raise ConfigError(f"{path}.milestones: must be increasing positive epochs, got {self.milestones}")
+            raise ConfigError(f"{path}.milestones: must be increasing and positive, got {self.milestones}")
+        if any(m < 1 for m in self.milestones) and any(m >= 1 for m in self.milestones):
+            raise ConfigError(f"{path}.milestones: give all as fractions of the run (< 1) or all as epochs, got "
+                              f"{self.milestones}")
         if not 0 < self.pct_start < 1 or self.gamma <= 0 or self.min_lr < 0:
             raise ConfigError(f"{path}: pct_start must be in (0, 1), gamma > 0, min_lr >= 0")
 
@@ -272,6 +279,10 @@ def from_dict(cls: type, data: Any, path: str = "config") -> Any:
             hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
             raise ConfigError(f"unknown key {quote(where)}{hint}")
         kwargs[key] = _convert(value, hints[key], where)
+    missing = [k for k in getattr(cls, "REQUIRED", ()) if k not in data]
+    if missing:
+        raise ConfigError(f"{path}: missing {', '.join(missing)} (a csg block needs slice_shape and code_size, "
+                          "e.g. {slice_shape: [12, 12, 3, 3], code_size: 72}; null for the original network)")
     obj = cls(**kwargs)
     if hasattr(obj, "validate"):
         obj.validate(path if path != "config" else cls.__name__.removesuffix("Config").lower())

@@ -28,9 +28,16 @@ from torch.profiler import record_function
 LAYOUTS = ("flat", "tile")
 GENERATOR_ATTR = "csg"  # where the generator lives on the model root
 
-# Every conv an architecture creates declares its role; a config picks which roles are generated.
-ROLES = ("stem", "block", "pointwise", "shortcut", "transition")
-AUTHORS_TARGETS = ("block",)  # k x k convs inside residual / dense blocks: what the authors generate
+# Every conv an architecture creates declares its role; a config picks which roles are generated. A role
+# may be refined with a suffix: the two 3x3 convs of a basic block are "block.first" and "block.second",
+# and the target "block" takes both (the authors' ImageNet ResNet-18 generated only the first).
+ROLES = ("stem", "block", "block.first", "block.second", "pointwise", "shortcut", "transition")
+AUTHORS_TARGETS = ("block",)  # k x k convs inside residual / dense blocks: what the authors generate mostly
+
+
+def role_targeted(role: str, targets: Iterable[str]) -> bool:
+    """``role`` is generated under ``targets``: named itself, or its family ("block" for "block.first")."""
+    return role in targets or role.split(".", 1)[0] in targets
 
 
 class SliceGenerator(nn.Module):
@@ -225,15 +232,16 @@ class GeneratedConv2d(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Conv factories: architectures call ``conv(in, out, k, stride=, padding=, bias=, role=)`` and never
+# Conv factories: architectures call ``conv(in, out, k, stride=, padding=, bias=, role=, dilation=)`` and never
 # know whether the result is generated.
 
 ConvFactory = Callable[..., nn.Module]
 
 
 def plain_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
-               bias: bool = False, role: str = "block") -> nn.Module:
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+               bias: bool = False, role: str = "block", dilation: int = 1) -> nn.Module:
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                     bias=bias)
 
 
 class GeneratedConvFactory:
@@ -244,11 +252,11 @@ class GeneratedConvFactory:
         self.targets = frozenset(targets)
 
     def __call__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, bias: bool = False, role: str = "block") -> nn.Module:
-        if role in self.targets and _pair(kernel_size) == self.generator.slice_shape[2:]:
+                 padding: int = 0, bias: bool = False, role: str = "block", dilation: int = 1) -> nn.Module:
+        if role_targeted(role, self.targets) and _pair(kernel_size) == self.generator.slice_shape[2:]:
             return GeneratedConv2d(self.generator, in_channels, out_channels, kernel_size, stride, padding,
-                                   bias=bias)
-        return plain_conv(in_channels, out_channels, kernel_size, stride, padding, bias, role)
+                                   dilation, bias=bias)
+        return plain_conv(in_channels, out_channels, kernel_size, stride, padding, bias, role, dilation)
 
 
 def _begin_pass(module: nn.Module, args) -> None:

@@ -173,10 +173,12 @@ def _image_folder(root: Path, what: str) -> datasets.ImageFolder:
 
 @dataclass
 class RawSplits:
-    train: Dataset | None  # None: an image folder with only a held-out split (evaluation only)
-    test: Dataset | None  # the dataset's own held-out split, if it has one
+    train: Dataset | None  # None: an image folder with only held-out splits (evaluation only)
+    val: Dataset | None  # the dataset's own validation set (an image folder's val/), if it has one
+    test: Dataset | None  # its test set (test/, or CIFAR's test batch), if it has one
     preset: str
     classes: list[str]
+    names: dict[str, str]  # what each split is, for every line that reports on one
 
 
 def _first_image_side(root: Path) -> int | None:
@@ -193,31 +195,36 @@ def load_raw_splits(cfg: DataConfig, num_classes: int) -> RawSplits:
     name = cfg.name
     if name in ("cifar10", "cifar100"):
         train = _torchvision_cifar(cfg, True)
-        return RawSplits(train, _torchvision_cifar(cfg, False), "cifar", list(train.classes))
+        label = "CIFAR-10" if name == "cifar10" else "CIFAR-100"
+        return RawSplits(train, None, _torchvision_cifar(cfg, False), "cifar", list(train.classes),
+                         {"train": f"{label} train", "test": f"{label} test set"})
     if name == "digits":
-        return RawSplits(load_digits_images(), None, "digits", [str(c) for c in range(10)])
+        return RawSplits(load_digits_images(), None, None, "digits", [str(c) for c in range(10)],
+                         {"train": "digits"})
     if name == "synthetic":
         side = cfg.image_size or 32
         train = SyntheticImages(cfg.synthetic_size, side, num_classes, seed=1)
         test = SyntheticImages(max(1, cfg.synthetic_size // 4), side, num_classes, seed=2)
         test.patterns = train.patterns  # same classes, fresh noise
-        return RawSplits(train, test, "none", train.classes)
+        return RawSplits(train, None, test, "none", train.classes, {"train": "synthetic", "test": "synthetic test"})
     root = Path(cfg.root)
-    train_dir = root / "train"
-    held_out = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
-    if not train_dir.is_dir() and held_out is None:
-        raise UserError(f"{name}: no training folder at {train_dir} (expected {root}/train/<class>/<image>, "
+    folders = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
+    if "train" not in folders and len(folders) == 0:
+        raise UserError(f"{name}: no training folder at {root / 'train'} (expected {root}/train/<class>/<image>, "
                         f"and {root}/val or {root}/test for evaluation)")
-    train = _image_folder(train_dir, "training") if train_dir.is_dir() else None
-    test = _image_folder(held_out, "held-out") if held_out else None
-    if train is not None and test is not None and test.classes != train.classes:
-        raise UserError(f"{held_out} has classes {test.classes[:5]}... that differ from {train_dir}")
+    what = {"train": "training", "val": "validation", "test": "test"}
+    sets = {s: _image_folder(path, what[s]) for s, path in folders.items()}
+    first = next(iter(sets))
+    for s, ds in sets.items():
+        if ds.classes != sets[first].classes:
+            raise UserError(f"{folders[s]} has classes {ds.classes[:5]}... that differ from {folders[first]}")
     if name == "imagenet":
         preset = "imagenet"
     else:  # small images (CIFAR-like folders) get the CIFAR recipe
-        side = _first_image_side(train_dir if train is not None else held_out)
+        side = _first_image_side(folders[first])
         preset = "cifar" if side is not None and side <= 64 else "imagenet"
-    return RawSplits(train, test, preset, list((train or test).classes))
+    return RawSplits(sets.get("train"), sets.get("val"), sets.get("test"), preset, list(sets[first].classes),
+                     {s: f"{path}/" for s, path in folders.items()})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -290,10 +297,12 @@ class SplitDataset(Dataset):
 @dataclass
 class DataSplits:
     train: SplitDataset | None
-    val: SplitDataset
+    val: SplitDataset  # what training evaluates on, every epoch, and picks best.pt by
     test: SplitDataset | None
     preset: str
     classes: list[str]
+    sources: dict[str, str]  # split -> what it is ("10% of train held out ...", "data/val/", "CIFAR-10 test set")
+    notes: list[str]  # warnings worth a line at the start of a run
 
     def get(self, split: str) -> SplitDataset:
         ds = getattr(self, split)
@@ -303,28 +312,45 @@ class DataSplits:
 
 
 def build_splits(cfg: DataConfig, num_classes: int) -> DataSplits:
-    """train / val / test views. ``val`` is carved from train when ``val_split > 0``, else the held-out set."""
+    """train / val / test views. ``val`` is carved from train when ``val_split > 0``; else it is the dataset's
+    validation set (``val/``), else its test set (selection on the test set, as the authors' CIFAR runs did).
+    ``test`` is always the dataset's own test set (``test/``), never its ``val/``."""
     raw = load_raw_splits(cfg, num_classes)
     if len(raw.classes) > num_classes:
         raise UserError(f"{cfg.name} has {len(raw.classes)} classes but model.num_classes is {num_classes}")
+    notes = []
+    if len(raw.classes) < num_classes:
+        notes.append(f"model.num_classes is {num_classes} but {cfg.name} has {len(raw.classes)} classes: "
+                     f"{num_classes - len(raw.classes)} outputs are never a target")
     preset = raw.preset if cfg.preset == "auto" else cfg.preset
     train_tf, eval_tf = build_transform(preset, True, cfg.image_size), build_transform(preset, False, cfg.image_size)
-    test = SplitDataset(raw.test, range(len(raw.test)), eval_tf, preset) if raw.test is not None else None
+    held_out = {s: SplitDataset(ds, range(len(ds)), eval_tf, preset) for s, ds in (("val", raw.val), ("test", raw.test))
+                if ds is not None}
+    sources = dict(raw.names)
     if raw.train is None:  # evaluation-only folder
         if cfg.val_split > 0:
             raise UserError(f"data.val_split needs a training folder, and {Path(cfg.root) / 'train'} does not exist")
-        return DataSplits(None, test, test, preset, raw.classes)
+        val_name = "val" if "val" in held_out else "test"
+        sources["val"] = sources[val_name]
+        return DataSplits(None, held_out[val_name], held_out.get("test"), preset, raw.classes, sources, notes)
     targets = raw.train.targets
     if cfg.val_split > 0:
         train_idx, val_idx = balanced_split(targets, cfg.val_split, cfg.split_seed)
-    elif raw.test is not None:
+        sources["val"] = (f"{cfg.val_split:.0%} of {sources['train']} held out (class-balanced, split_seed "
+                          f"{cfg.split_seed})")
+        sources["train"] = f"{sources['train']} less the held-out part"
+    elif held_out:
         train_idx, val_idx = list(range(len(targets))), None
+        sources["val"] = sources["val"] if "val" in held_out else f"{sources['test']} (selection on the test set)"
     else:
         raise UserError(f"{cfg.name} at {cfg.root} has no held-out split: set data.val_split (e.g. 0.1)")
     if cfg.train_subset is not None:
         train_idx = balanced_subset(train_idx, targets, cfg.train_subset, cfg.split_seed)
-    val = SplitDataset(raw.train, val_idx, eval_tf, preset) if val_idx is not None else test
-    return DataSplits(SplitDataset(raw.train, train_idx, train_tf, preset), val, test, preset, raw.classes)
+        sources["train"] += f", a class-balanced subset of {len(train_idx):,}"
+    val = SplitDataset(raw.train, val_idx, eval_tf, preset) if val_idx is not None else \
+        held_out.get("val", held_out.get("test"))
+    return DataSplits(SplitDataset(raw.train, train_idx, train_tf, preset), val, held_out.get("test"), preset,
+                      raw.classes, sources, notes)
 
 
 # --------------------------------------------------------------------------------------------------

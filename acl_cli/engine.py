@@ -34,8 +34,8 @@ from .models import create_model
 from .params import format_report, report_for_config
 
 STOP_SYNC_STEPS = 10  # under torchrun, how often the processes agree whether a signal asks them to stop
-METRIC_FIELDS = ["epoch", "step", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
-                 "epoch_time", "img_s"]
+METRIC_FIELDS = ["epoch", "step", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1",
+                 "val_top5", "epoch_time", "eval_time", "img_s"]
 
 
 class TrainingInterrupted(UserError):
@@ -118,6 +118,18 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, lr_factor: float = 1.0) 
         raise UserError(f"optim.fused: {str(e).splitlines()[0]}") from None
 
 
+def milestone_epochs(cfg: ScheduleConfig, epochs: int) -> list[float]:
+    """Milestones in epochs: all below 1 are fractions of the run (the authors' [0.5, 0.75]), else epochs.
+    An epoch milestone at or past the last epoch would never lower the lr: an error, not a constant-lr run."""
+    if all(m < 1 for m in cfg.milestones):
+        return [m * epochs for m in cfg.milestones]
+    late = [m for m in cfg.milestones if m >= epochs]
+    if late:
+        raise UserError(f"schedule.milestones: {late[0]:g} is at or past the last epoch (train.epochs {epochs}), so "
+                        "the lr would never drop there; give fractions of the run, e.g. [0.5, 0.75]")
+    return list(cfg.milestones)
+
+
 def build_scheduler(optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch: int):
     """A per-step schedule; milestones and warmup are given in epochs."""
     lrs = torch.optim.lr_scheduler
@@ -129,7 +141,7 @@ def build_scheduler(optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch
         return lrs.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=cfg.pct_start)
     warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total)
     if cfg.name == "multistep":
-        milestones = [max(1, round(m * steps_per_epoch) - warmup) for m in cfg.milestones]
+        milestones = [max(1, round(m * steps_per_epoch) - warmup) for m in milestone_epochs(cfg, epochs)]
         main = lrs.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
     elif cfg.name == "cosine":
         main = lrs.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup), eta_min=cfg.min_lr)
@@ -158,7 +170,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, progress: bool = Fa
     model.eval()
     sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss, top-1, top-5
     n = 0  # counted on the host: no device copy per batch
-    for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+    for x, y in tqdm(loader, desc="eval", leave=False, disable=not (progress and sys.stderr.isatty()),
+                     dynamic_ncols=True):
         x = x.to(device, non_blocking=True, memory_format=memory_format)
         y = y.to(device, non_blocking=True)
         with _autocast(device, amp):
@@ -209,8 +222,11 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     elif run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} is a file")
     elif run_dir.exists() and any(p.name != rundir.LOCK for p in run_dir.iterdir()):
-        raise UserError(f"run directory {run_dir} already exists; use --resume {shlex.quote(str(run_dir))} to "
-                        "continue it, --overwrite to replace it, or --out for another folder")
+        if (run_dir / "last.pt").is_file():
+            how = f"use --resume {shlex.quote(str(run_dir))} to continue it, --overwrite to replace it"
+        else:  # it stopped before its first checkpoint: there is nothing to resume
+            how = "it has no checkpoint to resume; use --overwrite to start it again"
+        raise UserError(f"run directory {run_dir} already exists; {how}, or --out for another folder")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,41 +299,46 @@ class _NullWriter:
 
 
 class _EpochStats:
-    """The training loss and top-1 count of each step, written into a device buffer (a few kernels per step,
-    no host sync) and read back where the loop syncs anyway: log points, checkpoints, the epoch's end.
-    Reading back finds the first non-finite loss and names its step; since every checkpoint reads back
-    first, a checkpoint never holds weights updated from a NaN loss."""
+    """The training loss and top-1/top-5 counts of each step, written into a device buffer (as many kernels
+    per step as an argmax would take, no host sync) and read back where the loop syncs anyway: log points,
+    checkpoints, the epoch's end. Reading back finds the first non-finite loss and names its step; since
+    every checkpoint reads back first, a checkpoint never holds weights updated from a NaN loss."""
 
-    def __init__(self, device: torch.device, steps_per_epoch: int):
-        self.buffer = torch.zeros(steps_per_epoch, 2, device=device)  # loss, correct (exact: < 2**24)
+    def __init__(self, device: torch.device, steps_per_epoch: int, num_classes: int):
+        self.k = min(5, num_classes)
+        # loss, then the hits at each rank 1..k (top-1 = rank 1, top-5 = their sum); exact below 2**24
+        self.buffer = torch.zeros(steps_per_epoch, 1 + self.k, device=device)
         self.steps_per_epoch = steps_per_epoch
         self.last_good = "no checkpoint was written"  # kept up to date by the run
-        self.start([0.0, 0, 0])
+        self.start([0.0, 0, 0, 0])
 
     def start(self, sums: list) -> None:
-        """An epoch (or the rest of one), continuing from its ``[loss sum, correct, images]`` so far."""
+        """An epoch (or the rest of one), continuing from its ``[loss sum, top-1, images, top-5]`` so far."""
         self.loss_sum, self.correct, self.images = float(sums[0]), int(sums[1]), int(sums[2])
+        self.correct5 = int(sums[3]) if len(sums) > 3 else None  # None: resumed from a checkpoint without it
         self.pending: list[tuple[int, int]] = []  # (step, images) of the rows not read back yet
 
     def record(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, step: int) -> None:
         row = self.buffer[len(self.pending)]
         row[0] = loss.detach()
-        row[1] = (logits.argmax(1) == y).sum()
+        row[1:] = (logits.topk(self.k, dim=1).indices == y[:, None]).sum(0)
         self.pending.append((step, y.numel()))
 
     def sync(self) -> list:
         """Add the pending rows to the sums (in step order, so a resumed run sums exactly alike)."""
         if self.pending:
             rows = self.buffer[: len(self.pending)].tolist()
-            for (step, images), (loss, correct) in zip(self.pending, rows, strict=True):
+            for (step, images), (loss, *hits) in zip(self.pending, rows, strict=True):
                 if not math.isfinite(loss):
                     raise UserError(f"loss is {loss} at step {step + 1} (epoch {step // self.steps_per_epoch + 1}); "
                                     f"{self.last_good}; lower optim.lr, or train.on_nonfinite: skip")
                 self.loss_sum += loss * images
-                self.correct += int(correct)
+                self.correct += int(hits[0])
                 self.images += images
+                if self.correct5 is not None:
+                    self.correct5 += int(sum(hits))
             self.pending = []
-        return [self.loss_sum, self.correct, self.images]
+        return [self.loss_sum, self.correct, self.images] + ([] if self.correct5 is None else [self.correct5])
 
 
 def _autocast(device: torch.device, amp: str):
@@ -336,15 +357,17 @@ def _read_history(path: Path, keep_epochs: int) -> list[dict[str, Any]]:
         return []
     with open(path, newline="") as f:
         rows = [r for r in csv.DictReader(f) if (r.get("epoch") or "").isdigit() and None not in r.values()]
-    return [{k: float(r[k]) if k not in ("epoch", "step") else int(r[k]) for k in METRIC_FIELDS}
-            for r in rows if int(r["epoch"]) <= keep_epochs]
+    def value(row, key):
+        text = row.get(key) or ""
+        return None if text == "" else int(text) if key in ("epoch", "step") else float(text)
+    return [{k: value(r, k) for k in METRIC_FIELDS} for r in rows if int(r["epoch"]) <= keep_epochs]
 
 
 def _metrics_csv(history: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
     w.writeheader()
-    w.writerows({k: row[k] for k in METRIC_FIELDS} for row in history)
+    w.writerows({k: row.get(k) for k in METRIC_FIELDS} for row in history)
     return buf.getvalue()
 
 
@@ -365,11 +388,11 @@ class _Run:
         self._build_model()
         self.progress: dict[str, Any] = {
             "epoch": 0, "batch": 0, "step": 0, "best_top1": -1.0, "wall": 0.0,
-            "epoch_sums": [0.0, 0, 0],  # loss sum, correct, images of the epoch in progress (this process)
+            "epoch_sums": [0.0, 0, 0, 0],  # loss sum, top-1, images, top-5 of the epoch so far (this process)
             "history": [],  # one metrics row per finished epoch: metrics.csv is written from it
             "pending": None,  # the row of an epoch trained but not yet evaluated
             "train_images": len(self.splits.train), "steps_per_epoch": self.steps_per_epoch}
-        self.stats = _EpochStats(device, self.steps_per_epoch)
+        self.stats = _EpochStats(device, self.steps_per_epoch, cfg.model.num_classes)
         if resume:
             self._restore()
         if self.progress["epoch"] >= cfg.train.epochs and not self.progress["pending"]:
@@ -487,14 +510,27 @@ class _Run:
             write_text(run_dir / "config.yaml", cfg.to_yaml())
             write_text(run_dir / "params.json", json.dumps(self.report.to_dict(per_layer=True), indent=2))
             write_text(run_dir / "metrics.csv", _metrics_csv(self.progress["history"]))
+            self._write_run_record()
             self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=self.progress["step"] if self.resume else None)
             if not self.resume:
                 self.writer.add_text("params", format_report(self.report, "markdown"))
                 self.writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "```")
+                _write_hparams(self.writer, cfg, self.report.total)
             try:
                 yield
             finally:
                 self.writer.close()
+
+    def _write_run_record(self) -> None:
+        """``run.json``: the splits, and one entry per session (the first, then each resume)."""
+        path, sessions = self.run_dir / "run.json", []
+        if self.resume and path.is_file():
+            try:
+                sessions = json.loads(path.read_text())["sessions"]
+            except (ValueError, KeyError, TypeError, OSError):
+                sessions = []  # unreadable: start the record afresh rather than refuse to resume
+        sessions.append(run_record(self.env, self.device, self.progress["step"] if self.resume else None))
+        write_text(path, json.dumps({"splits": self.splits.sources, "sessions": sessions}, indent=2))
 
     def _checkpoint(self, name: str) -> None:
         """Write ``name`` from the current state; never from non-finite weights."""
@@ -525,13 +561,16 @@ class _Run:
         return self._finish()
 
     def _banner(self) -> str:
+        for note in self.splits.notes:
+            self.log(f"warning: {note}")
         cfg, report, env = self.cfg, self.report, self.env
         smaller = f" ({report.compression:.2f}x fewer than the original)" if cfg.model.csg else ""
         procs = f" x {env.world_size} processes (lr x {self.lr_factor})" if env.enabled else ""
         feed = "device loader" if isinstance(self.loader, DeviceLoader) else f"DataLoader, {cfg.data.workers} workers"
         return (f"{cfg.model.arch}{' CSG' if cfg.model.csg else ''}: {report.total:,} params{smaller}, "
-                f"{len(self.splits.train):,} train / {len(self.splits.val):,} val images, {self.steps_per_epoch} "
-                f"steps per epoch on {self.device}{procs} ({feed}); logs in {self.run_dir}")
+                f"{len(self.splits.train):,} train / {len(self.splits.val):,} val images (val: "
+                f"{self.splits.sources['val']}), {self.steps_per_epoch} steps per epoch on {self.device}{procs} "
+                f"({feed}); logs in {self.run_dir}")
 
     def _train_epoch(self, epoch: int, stop: dict, stop_after_steps: int | None) -> dict[str, Any]:
         """One pass over the training set (or the rest of one); returns the epoch's training row."""
@@ -541,7 +580,7 @@ class _Run:
         stats.start(progress["epoch_sums"])
         wall_base, t0 = progress["wall"], time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
-                   disable=not (cfg.train.progress and self.main), initial=progress["batch"],
+                   disable=not (cfg.train.progress and self.main and sys.stderr.isatty()), initial=progress["batch"],
                    total=self.steps_per_epoch)
         for x, y in bar:
             self._step(x, y, epoch)
@@ -549,7 +588,7 @@ class _Run:
             progress["batch"] += 1
             self.steps_this_call += 1
             if self.main and progress["step"] % cfg.train.log_every_steps == 0:
-                self._log_running(bar, t0)
+                self._log_running(bar, t0, epoch)
             why = self._stop_reason(stop, stop_after_steps)
             every = cfg.train.checkpoint_every_steps
             if why or (every and progress["step"] % every == 0):
@@ -563,11 +602,14 @@ class _Run:
         bar.close()
         sums = stats.sync()
         epoch_time = time.perf_counter() - t0
-        loss_sum, correct, images = self.env.sum(torch.tensor(sums, dtype=torch.float64, device=self.device)).tolist()
+        totals = self.env.sum(torch.tensor(sums, dtype=torch.float64, device=self.device)).tolist()
+        loss_sum, correct, images = totals[:3]
         self.env.broadcast_buffers(self.model)
-        progress.update(epoch=epoch + 1, batch=0, epoch_sums=[0.0, 0, 0], wall=wall_base + epoch_time)
+        progress.update(epoch=epoch + 1, batch=0, epoch_sums=[0.0, 0, 0, 0], wall=wall_base + epoch_time)
+        seen = max(images, 1)
         return {"epoch": epoch + 1, "step": progress["step"], "lr": self.optimizer.param_groups[0]["lr"],
-                "train_loss": loss_sum / max(images, 1), "train_top1": 100 * correct / max(images, 1),
+                "train_loss": loss_sum / seen, "train_top1": 100 * correct / seen,
+                "train_top5": 100 * totals[3] / seen if len(totals) > 3 else None,
                 "epoch_time": epoch_time, "img_s": images / epoch_time}
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
@@ -592,14 +634,20 @@ class _Run:
             self.scaler.update()
         self.scheduler.step()  # the schedule follows batches, skipped ones too
 
-    def _log_running(self, bar, t0: float) -> None:
-        loss_sum, correct, images = self.stats.sync()
+    def _log_running(self, bar, t0: float, epoch: int) -> None:
+        loss_sum, correct, images = self.stats.sync()[:3]
         step, seen = self.progress["step"], max(images, 1)
+        lr = self.optimizer.param_groups[0]["lr"]
+        img_s = self.env.world_size * images / max(time.perf_counter() - t0, 1e-9)
         self.writer.add_scalar("train/loss_running", loss_sum / seen, step)
-        self.writer.add_scalar("lr", self.optimizer.param_groups[0]["lr"], step)
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%",
-                        img_s=f"{self.env.world_size * images / max(time.perf_counter() - t0, 1e-9):.0f}",
-                        refresh=False)
+        self.writer.add_scalar("lr", lr, step)
+        if bar.disable and self.cfg.train.progress:  # not a terminal (a SLURM log, | tee): a plain line, no \r
+            self.log(f"  epoch {epoch + 1}/{self.cfg.train.epochs} step {self.progress['batch']}/"
+                     f"{self.steps_per_epoch}  loss {loss_sum / seen:.4f}  top1 {100 * correct / seen:.2f}%  "
+                     f"lr {lr:.4g}  {img_s:,.0f} img/s")
+        else:
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%", img_s=f"{img_s:.0f}",
+                            refresh=False)
 
     def _stop_reason(self, stop: dict, stop_after_steps: int | None) -> str | None:
         """Why to stop after this step (a signal, the step budget), or None."""
@@ -617,8 +665,9 @@ class _Run:
         progress, t0 = self.progress, time.perf_counter()
         val = self.val = evaluate(self.model, self.val_loader, self.device, env=self.env, amp=self.cfg.train.amp,
                                   memory_format=self.memory_format)
-        progress["wall"] += time.perf_counter() - t0
-        row = {**row, "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"]}
+        eval_time = time.perf_counter() - t0
+        progress["wall"] += eval_time
+        row = {**row, "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"], "eval_time": eval_time}
         progress["history"].append(row)
         progress["pending"] = None
         is_best = val["top1"] > progress["best_top1"]
@@ -631,11 +680,14 @@ class _Run:
             self._checkpoint("last.pt")
         if self.main:
             write_text(self.run_dir / "metrics.csv", _metrics_csv(progress["history"]))
-        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5"):
-            split, name = key.split("_")
-            self.writer.add_scalar(f"{split}/{name}", row[key], row["step"])
+        for key in ("train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5"):
+            if row.get(key) is not None:
+                split, name = key.split("_")
+                self.writer.add_scalar(f"{split}/{name}", row[key], row["step"])
+        self.writer.add_scalar("lr", row["lr"], row["step"])  # also at epoch ends: short runs have it too
         self.writer.add_scalar("perf/img_s", row["img_s"], row["step"])
         self.writer.add_scalar("perf/epoch_time_s", row["epoch_time"], row["step"])
+        self.writer.add_scalar("perf/eval_time_s", eval_time, row["step"])
         self.writer.flush()
         self.log(f"epoch {row['epoch']:>3}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
                  f"top1 {row['train_top1']:5.2f}%  val loss {val['loss']:.4f} top1 {val['top1']:5.2f}% "
@@ -645,18 +697,78 @@ class _Run:
     def _finish(self) -> dict[str, Any]:
         cfg, progress, val = self.cfg, self.progress, self.val
         final = {"val_top1": val.get("top1"), "val_top5": val.get("top5"), "val_loss": val.get("loss"),
-                 "val_samples": val.get("samples"), "best_val_top1": progress["best_top1"],
-                 "params": self.report.total, "epochs": progress["epoch"], "wall_s": progress["wall"]}
+                 "val_samples": val.get("samples"), "val_source": self.splits.sources["val"],
+                 "best_val_top1": progress["best_top1"], "params": self.report.total, "epochs": progress["epoch"],
+                 "wall_s": progress["wall"]}
         if self.main:
-            hparams = {"arch": cfg.model.arch, "csg": json.dumps(asdict(cfg.model.csg)) if cfg.model.csg else "none",
-                       "lr": cfg.optim.lr, "batch_size": cfg.data.batch_size, "epochs": cfg.train.epochs,
-                       "params": self.report.total}
             write_text(self.run_dir / "final.json", json.dumps(final, indent=2))  # marks the run as finished
-            self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in final.items() if v is not None},
-                                    run_name=".")
+            for key in HPARAM_METRICS:
+                self.writer.add_scalar(f"hparam/{key}", final[key], progress["step"])
+            self.writer.flush()
         self.log(f"done: best val top1 {progress['best_top1']:.2f}%; checkpoints {self.run_dir / 'best.pt'} and "
                  f"last.pt; TensorBoard: tensorboard --logdir {self.run_dir / 'tb'}")
         return final
+
+
+HPARAM_METRICS = ("best_val_top1", "val_top1", "val_top5", "val_loss", "params", "wall_s")
+
+
+def hparams(cfg: Config) -> dict[str, Any]:
+    """The config flattened to dotted keys with TensorBoard-ready values (each key filters on its own)."""
+    def scalar(value):
+        return value if isinstance(value, (bool, int, float, str)) else "none" if value is None else json.dumps(value)
+    return {key: scalar(value) for key, value in _flatten(cfg.to_dict()).items()}
+
+
+def _write_hparams(writer, cfg: Config, params: int) -> None:
+    """The HParams entry, written when the run starts: a crashed or running run shows up too. The metrics
+    are scalars under ``hparam/``, written at the end (params at once)."""
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    experiment, session_start, _ = hparams_summary(hparams(cfg), {f"hparam/{k}": 0.0 for k in HPARAM_METRICS})
+    for summary in (experiment, session_start):
+        writer._get_file_writer().add_summary(summary)
+    writer.add_scalar("hparam/params", params, 0)
+
+
+def _git_commit() -> str | None:
+    """The project's commit when acl runs from a git checkout (``+dirty`` with uncommitted changes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-uno"], capture_output=True,
+                               text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def run_record(env: distributed.DistEnv, device: torch.device, resumed_at: int | None) -> dict[str, Any]:
+    """How this session of a run was started: command, versions, commit, machine."""
+    import datetime
+    import platform
+    import socket
+    from importlib import metadata
+
+    import torchvision
+
+    try:
+        version = metadata.version("acl_cli")
+    except metadata.PackageNotFoundError:
+        version = None
+    return {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "resumed_at_step": resumed_at,
+            "versions": {"acl": version, "torch": torch.__version__, "torchvision": torchvision.__version__,
+                         "python": platform.python_version()},
+            "git_commit": _git_commit(), "host": socket.gethostname(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or
+                                                                                         platform.machine()),
+            "processes": env.world_size}
 
 
 def load_model(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[nn.Module, Config, dict[str, Any]]:
@@ -686,4 +798,5 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", overrides: tuple[s
     splits = build_splits(cfg.data, cfg.model.num_classes)
     metrics = evaluate(model, eval_loader(splits.get(split), cfg.data, dev), dev, progress=cfg.train.progress)
     metrics["params"] = sum(p.numel() for p in model.parameters())
+    metrics["split"], metrics["source"] = split, splits.sources[split]
     return metrics

@@ -10,8 +10,20 @@ from typing import Any
 
 from .config import ConfigError, build_config, load_raw
 from .errors import UserError
+from .rundir import check_output_file
 
-COLUMNS = ["run", "arch", "csg", "params", "compression", "best_top1", "final_top1", "epochs", "wall_min", "img_s"]
+COLUMNS = ["run", "arch", "csg", "params", "compression", "best_top1", "final_top1", "selected_on", "epochs",
+           "wall_min", "img_s"]
+
+
+def _selected_on(run: Path, cfg) -> str:
+    """The split best_top1 was chosen on: a held-out part of train, a validation set, or the test set."""
+    try:
+        return json.loads((run / "run.json").read_text())["splits"]["val"]
+    except (OSError, ValueError, KeyError, TypeError):  # a run from before run.json: its config says
+        if cfg.data.val_split > 0:
+            return f"{cfg.data.val_split:.0%} of train held out"
+        return "the dataset's val/ or test set"
 
 
 def collect(run_dir: str | Path) -> dict[str, Any]:
@@ -35,7 +47,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
             with open(run / "metrics.csv", newline="") as f:
                 rows = [r for r in csv.DictReader(f) if (r.get("epoch") or "").isdigit()]
         top1 = [float(r["val_top1"]) for r in rows]
-        wall_min = round(sum(float(r["epoch_time"]) for r in rows) / 60, 1)
+        wall_min = round(sum(float(r["epoch_time"]) + float(r.get("eval_time") or 0) for r in rows) / 60, 1)
         img_s = round(statistics.median(float(r["img_s"]) for r in rows)) if rows else None
     except (ValueError, KeyError, TypeError, csv.Error, UnicodeDecodeError):
         raise UserError(f"{run}: metrics.csv is not readable (cut short or edited?)") from None
@@ -49,6 +61,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         "compression": compression,
         "best_top1": round(max(top1), 2) if top1 else None,
         "final_top1": round(top1[-1], 2) if top1 else None,
+        "selected_on": _selected_on(run, cfg),
         "epochs": f"{len(rows)}/{cfg.train.epochs}",
         "wall_min": wall_min,
         "img_s": img_s,
@@ -72,6 +85,7 @@ def format_rows(rows: list[dict[str, Any]], fmt: str) -> str:
 
 def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
     """Best validation top-1 against parameters (log scale), one point per run."""
+    check_output_file(Path(path), overwrite=True)  # replaces a file, never a folder, a link or a run's file
     try:
         import matplotlib
     except ImportError:

@@ -15,7 +15,8 @@ from pathlib import Path
 from .errors import UserError
 
 LOCK = ".lock"
-RUN_ENTRIES = frozenset({"config.yaml", "params.json", "metrics.csv", "final.json", "last.pt", "best.pt", "tb", LOCK})
+RUN_ENTRIES = frozenset({"config.yaml", "params.json", "metrics.csv", "final.json", "run.json", "last.pt", "best.pt",
+                         "tb", LOCK})
 
 
 def _is_temp(name: str) -> bool:

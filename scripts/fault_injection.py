@@ -108,10 +108,8 @@ def run(workdir: Path, kills: int, seed: int = 0, sig: signal.Signals = signal.S
             log(f"kill {i + 1}: unexpected exit {proc.returncode}: {err.strip()[-300:]!r}")
             ok = False
 
-    while True:  # finish: resume until the run reports it is complete
-        state = load_checkpoint(faulted / "last.pt") if (faulted / "last.pt").exists() else None
-        if state and state["progress"]["epoch"] >= 3:
-            break
+    while not (faulted / "final.json").exists():  # finish: resume until the run says it is complete (an epoch
+        # can be checkpointed before its evaluation, so "epoch 3 reached" is not yet finished)
         proc = _start(config, faulted)
         proc.communicate()
         if proc.returncode != 0:

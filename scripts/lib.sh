@@ -25,9 +25,8 @@ parse_args() {  # DATA_ROOT EPOCHS [OUT_DIR]
     DATA_ROOT=$1
     EPOCHS=$2
     OUT=${3:-runs/$(basename "$0" .sh)}
-    case $EPOCHS in ''|*[!0-9]*) echo "EPOCHS must be a positive integer, got '$EPOCHS'" >&2; exit 2;; esac
-    # the authors' milestones (100 and 150 of 200 epochs), scaled to the budget
-    MILESTONES="[$(( EPOCHS / 2 > 0 ? EPOCHS / 2 : 1 )),$(( EPOCHS * 3 / 4 > EPOCHS / 2 ? EPOCHS * 3 / 4 : EPOCHS / 2 + 1 ))]"
+    case $EPOCHS in ''|*[!0-9]*|0) echo "EPOCHS must be a positive integer, got '$EPOCHS'" >&2; exit 2;; esac
+    # the configs give milestones as fractions of the run, so they scale with EPOCHS
     read -r -a GPU_LIST <<< "$GPUS"
     NEXT_GPU=0
 }
@@ -45,8 +44,7 @@ run_exp() {  # NAME CONFIG [--set k=v ...]: train (or resume, or skip) one exper
         cmd=("${ACL_CMD[@]}" train --resume "$dir")
     else
         cmd=("${ACL_CMD[@]}" train --config "$ROOT_DIR/$config" --out "$dir" --overwrite
-             --set "data.root=$DATA_ROOT" --set "train.epochs=$EPOCHS" --set "schedule.milestones=$MILESTONES"
-             "$@")
+             --set "data.root=$DATA_ROOT" --set "train.epochs=$EPOCHS" "$@")
         # shellcheck disable=SC2206
         cmd+=($EXTRA_SET)
     fi

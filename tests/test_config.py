@@ -3,6 +3,7 @@ import pytest
 import yaml
 
 from acl_cli.config import ConfigError, load_config
+from acl_cli.engine import milestone_epochs
 
 
 def test_base_chain_and_overrides(tmp_path):
@@ -29,7 +30,7 @@ def test_shipped_configs_resolve():
         assert cfg.model.arch in path.stem or path.stem == "quickstart"
         assert (cfg.model.csg is not None) == ("csg" in path.stem or path.stem == "quickstart")
     r56 = load_config(root / "cifar10" / "resnet56_csg_12_72.yaml")
-    assert (r56.data.batch_size, r56.optim.lr, r56.optim.weight_decay, r56.schedule.milestones,
+    assert (r56.data.batch_size, r56.optim.lr, r56.optim.weight_decay, milestone_epochs(r56.schedule, 200),
             r56.train.epochs) == (192, 0.05, 5e-4, [100, 150], 200)
     assert load_config(root / "cifar10" / "densenet_bc_40_36.yaml").data.batch_size == 128
 
@@ -43,8 +44,8 @@ def test_shipped_configs_resolve():
     ("train: {epochs: 2.5}\n", [], "train.epochs: expected an int"),
     ("data: {name: mnist}\n", [], "data.name: expected 'cifar10' or"),
     ("model: {arch: resnet21}\n", [], "unknown arch 'resnet21'; valid: "),
-    ("model: {csg: {slice_shape: [3, 3]}}\n", [], "slice_shape: expected 4 positive ints"),
-    ("model: {csg: {layout: diagonal}}\n", [], "model.csg.layout: expected 'flat' or 'tile'"),
+    ("model: {csg: {slice_shape: [3, 3], code_size: 8}}\n", [], "slice_shape: expected 4 positive ints"),
+    ("model: {csg: {slice_shape: [8, 8, 3, 3], code_size: 8, layout: diagonal}}\n", [], "model.csg.layout: expected 'flat' or 'tile'"),
     ("data: {name: digits}\n", [], "digits has no held-out split"),
     ("- a\n- b\n", [], "top level must be a mapping"),
     ("base: missing.yaml\n", [], "config file not found"),
@@ -68,7 +69,7 @@ def test_config_show_prints_the_resolved_config(cli, tmp_path):
     assert res.exit_code == 0
     shown = yaml.safe_load(res.output)
     assert shown["model"]["arch"] == "resnet56" and shown["optim"]["lr"] == 0.1
-    assert shown["schedule"]["milestones"] == [100, 150] and shown["model"]["csg"] is None
+    assert shown["schedule"]["milestones"] == [0.5, 0.75] and shown["model"]["csg"] is None
     res = cli("config", "show", "--config", path, "--set", "optim.lr=0")
     assert res.exit_code == 2 and res.stderr.strip() == "error: optim.lr: must be > 0, got 0.0"
 
@@ -82,3 +83,48 @@ def test_exponent_floats_without_a_dot_are_numbers():
         load_config(None, ["optim.lr=fast"])
     with pytest.raises(ConfigError, match="data.name"):  # strings stay strings elsewhere
         load_config(None, ["data.name=1e3"])
+
+
+def test_milestones_are_fractions_of_the_run_or_epochs_before_its_end():
+    """A 2-epoch run of a 200-epoch recipe must still lower the lr (it did not when milestones were epochs)."""
+    from acl_cli.engine import build_optimizer, build_scheduler
+    from acl_cli.errors import UserError
+    from acl_cli.models import create_model
+
+    cfg = load_config(None, ["train.epochs=2", "optim.lr=1.0"])  # the default: [0.5, 0.75]
+    opt = build_optimizer(create_model("resnet20"), cfg.optim)
+    sched = build_scheduler(opt, cfg.schedule, epochs=2, steps_per_epoch=4)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1.0] * 4 + [0.1] * 2 + [0.01] * 2)
+    with pytest.raises(UserError, match="100 is at or past the last epoch .train.epochs 30."):
+        build_scheduler(opt, load_config(None, ["schedule.milestones=[100, 150]"]).schedule, 30, 4)
+    with pytest.raises(ConfigError, match="all as fractions of the run .< 1. or all as epochs"):
+        load_config(None, ["schedule.milestones=[0.5, 150]"])
+
+
+def test_a_csg_block_must_name_slice_shape_and_code_size():
+    from acl_cli.models import create_model
+
+    with pytest.raises(ConfigError, match="model.csg: missing slice_shape"):
+        load_config(None, ["model.csg.code_size=64"])  # on an original config: no silent 12x12 default
+    with pytest.raises(ValueError, match="unknown key 'csg.layuot'; did you mean 'layout'"):
+        create_model("resnet20", csg={"slice_shape": [12, 12, 3, 3], "code_size": 72, "layuot": "tile"})
+    with pytest.raises(ValueError, match="csg: missing code_size"):
+        create_model("resnet20", csg={"slice_shape": [12, 12, 3, 3]})
+
+
+@pytest.mark.parametrize("arch,classes", [("resnet56", 10), ("densenet_bc_40_12", 10), ("resnet50", 1000),
+                                          ("densenet121", 1000)])
+def test_each_architecture_has_its_own_default_num_classes(arch, classes, cli):
+    import json
+
+    assert load_config(None, [f"model.arch={arch}"]).model.num_classes == classes
+    report = json.loads(cli("count-params", "--arch", arch, "--format", "json").output)
+    classifier = {"resnet56": 64, "densenet_bc_40_12": 132, "resnet50": 2048, "densenet121": 1024}[arch]
+    assert report["by_kind"]["classifier"] == (classifier + 1) * classes  # weights and bias, default classes
+    if arch == "resnet50":  # torchvision's ResNet-50
+        assert report["total"] == 25_557_032

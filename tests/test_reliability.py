@@ -32,7 +32,7 @@ def quiet(*args, **kwargs):
 
 def _rows(run_dir):
     with open(run_dir / "metrics.csv", newline="") as f:
-        return [{k: v for k, v in r.items() if k not in ("epoch_time", "img_s")} for r in csv.DictReader(f)]
+        return [{k: v for k, v in r.items() if k not in ("epoch_time", "eval_time", "img_s")} for r in csv.DictReader(f)]
 
 
 def _same_weights(a, b):
@@ -86,7 +86,7 @@ def test_overwrite_removes_only_what_acl_wrote(finished, tmp_path):
     (run / ".last.pt.abc.tmp").write_bytes(b"cut short")  # an atomic write a kill interrupted
     train(small("train.epochs=1"), run, overwrite=True, log=quiet)
     assert sorted(p.name for p in run.iterdir()) == [".lock", "best.pt", "config.yaml", "final.json", "last.pt",
-                                                     "metrics.csv", "params.json", "tb"]
+                                                     "metrics.csv", "params.json", "run.json", "tb"]
     assert [r["epoch"] for r in _rows(run)] == ["1"]
 
 

@@ -36,7 +36,7 @@ def _assert_same(a, b):
 
 def _rows(run_dir):
     with open(run_dir / "metrics.csv") as f:
-        return [{k: v for k, v in r.items() if k not in ("epoch_time", "img_s")} for r in csv.DictReader(f)]
+        return [{k: v for k, v in r.items() if k not in ("epoch_time", "eval_time", "img_s")} for r in csv.DictReader(f)]
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -92,9 +92,9 @@ def test_tensorboard_scalars_and_text(tmp_path):
     acc = EventAccumulator(str(run / "tb"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/top1", "val/loss", "val/top1", "val/top5", "lr", "perf/img_s",
-            "perf/epoch_time_s"} <= tags
-    assert len(acc.Scalars("lr")) == 3  # every 2 of 6 steps
+    assert {"train/loss", "train/top1", "train/top5", "val/loss", "val/top1", "val/top5", "lr", "perf/img_s",
+            "perf/epoch_time_s", "perf/eval_time_s", "hparam/params", "hparam/best_val_top1"} <= tags
+    assert [e.step for e in acc.Scalars("lr")] == [2, 4, 6, 6]  # every 2 of 6 steps, and at the epoch's end
     assert {"params/text_summary", "config/text_summary"} <= set(acc.Tags()["tensors"])
 
 

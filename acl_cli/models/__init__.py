@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,10 +25,10 @@ def get_model_entry(arch: str) -> ModelEntry:
         raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(list_models())}") from None
 
 
-def resolve_targets(targets: str | list[str]) -> tuple[str, ...]:
-    """``"authors"`` -> the authors' choice, ``"all"`` -> every role, or an explicit list of roles."""
+def resolve_targets(targets: str | list[str], arch: str | None = None) -> tuple[str, ...]:
+    """``"authors"`` -> the convs the authors generated in ``arch``, ``"all"`` -> every role, or a list of roles."""
     if targets == "authors":
-        return AUTHORS_TARGETS
+        return get_model_entry(arch).authors_targets if arch else AUTHORS_TARGETS
     if targets == "all":
         return ROLES
     roles = [targets] if isinstance(targets, str) else list(targets)
@@ -38,25 +38,33 @@ def resolve_targets(targets: str | list[str]) -> tuple[str, ...]:
     return tuple(roles)
 
 
-def create_model(arch: str, num_classes: int = 10, csg: Any = None) -> nn.Module:
+def create_model(arch: str, num_classes: int | None = None, csg: Any = None) -> nn.Module:
     """Build a registered architecture, original (``csg=None``) or with generated convs.
 
+    ``num_classes`` defaults to the architecture's (10 for the CIFAR nets, 1000 for the ImageNet ones).
     ``csg`` is a :class:`acl_cli.config.CSGConfig` or a mapping with ``slice_shape``, ``code_size`` and
-    optionally ``layout``, ``targets``, ``init``, ``freeze`` (``init_from`` is applied by the trainer).
+    optionally ``layout``, ``targets``, ``init``, ``freeze`` (``init_from`` is applied by the trainer),
+    checked as strictly as a YAML config: a misspelt or missing key is an error.
     """
+    from ..config import CSGConfig, ConfigError, from_dict
+
     entry = get_model_entry(arch)
+    num_classes = entry.num_classes if num_classes is None else num_classes
     if csg is None:
         return entry.constructor(num_classes=num_classes)
-    spec = dict(csg) if isinstance(csg, Mapping) else vars(csg)
-    generator = SliceGenerator(spec["slice_shape"], spec["code_size"], spec.get("layout", "flat"))
-    factory = GeneratedConvFactory(generator, resolve_targets(spec.get("targets", "authors")))
+    try:
+        spec = csg if isinstance(csg, CSGConfig) else from_dict(CSGConfig, dict(csg), "csg")
+    except (ConfigError, TypeError) as e:
+        raise ValueError(str(e)) from None
+    generator = SliceGenerator(spec.slice_shape, spec.code_size, spec.layout)
+    factory = GeneratedConvFactory(generator, resolve_targets(spec.targets, arch))
     model = entry.constructor(num_classes=num_classes, conv=factory)
     if not generator.layers:
         raise ValueError(f"{arch}: no conv of the targeted roles has a {generator.slice_shape[2]}x"
                          f"{generator.slice_shape[3]} kernel, so nothing would be generated")
     attach_generator(model, generator)
-    init_csg(generator, spec.get("init", "authors"), entry.csg_init)
-    generator.weight.requires_grad_(not spec.get("freeze", False))
+    init_csg(generator, spec.init, entry.csg_init)
+    generator.weight.requires_grad_(not spec.freeze)
     return model
 
 

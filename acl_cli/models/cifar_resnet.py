@@ -33,9 +33,9 @@ class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int, conv: ConvFactory,
                  norm_layer: Callable[[int], nn.Module]) -> None:
         super().__init__()
-        self.conv_a = conv(in_planes, planes, 3, stride=stride, padding=1, role="block")
+        self.conv_a = conv(in_planes, planes, 3, stride=stride, padding=1, role="block.first")
         self.bn_a = norm_layer(planes)
-        self.conv_b = conv(planes, planes, 3, stride=1, padding=1, role="block")
+        self.conv_b = conv(planes, planes, 3, stride=1, padding=1, role="block.second")
         self.bn_b = norm_layer(planes)
         changes_shape = stride != 1 or in_planes != planes
         self.shortcut = OptionAShortcut(stride, planes - in_planes) if changes_shape else nn.Identity()
@@ -71,8 +71,10 @@ class CifarResNet(nn.Module):
             elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
+            elif isinstance(m, nn.Linear):  # the authors' resnet_bcsg.py: kaiming_normal, zero bias
                 nn.init.kaiming_normal_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

@@ -23,9 +23,9 @@ class BasicBlock(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None,
                  conv: ConvFactory, norm_layer: NormLayer) -> None:
         super().__init__()
-        self.conv1 = conv(inplanes, planes, 3, stride=stride, padding=1, role="block")
+        self.conv1 = conv(inplanes, planes, 3, stride=stride, padding=1, role="block.first")
         self.bn1 = norm_layer(planes)
-        self.conv2 = conv(planes, planes, 3, padding=1, role="block")
+        self.conv2 = conv(planes, planes, 3, padding=1, role="block.second")
         self.bn2 = norm_layer(planes)
         self.downsample = downsample
 
@@ -92,15 +92,17 @@ class ResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-def _make(name: str, block, layers: list[int]):
+def _make(name: str, block, layers: list[int], authors_targets: tuple[str, ...] = ("block",)):
     def constructor(num_classes: int = 1000, conv: ConvFactory = plain_conv, **kwargs) -> ResNet:
         return ResNet(block, layers, num_classes, conv, **kwargs)
     constructor.__name__ = name
     constructor.__doc__ = f"ImageNet {name} (torchvision layout), blocks per stage {layers}."
-    return register_model(input_size=224, csg_init=DEFAULT_CSG_INIT)(constructor)
+    return register_model(input_size=224, csg_init=DEFAULT_CSG_INIT, authors_targets=authors_targets)(constructor)
 
 
-resnet18 = _make("resnet18", BasicBlock, [2, 2, 2, 2])
+# The authors' ResNet-18 (their BasicBlock2) generates only the first 3x3 conv of each block; their
+# ResNet-34 both; ResNet-50/101 the 3x3 of each bottleneck (Implementations/Imagenet-1000/models/resnet.py).
+resnet18 = _make("resnet18", BasicBlock, [2, 2, 2, 2], authors_targets=("block.first",))
 resnet34 = _make("resnet34", BasicBlock, [3, 4, 6, 3])
 resnet50 = _make("resnet50", Bottleneck, [3, 4, 6, 3])
 resnet101 = _make("resnet101", Bottleneck, [3, 4, 23, 3])

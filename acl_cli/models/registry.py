@@ -1,6 +1,7 @@
 """Named model constructors (``@register_model``), as timm does."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,13 +27,17 @@ class ModelEntry:
     constructor: Callable[..., nn.Module]
     input_size: int  # the image side the architecture is designed for
     csg_init: AuthorsCSGInit
+    num_classes: int  # classifier outputs when a config does not say: the constructor's default
+    authors_targets: tuple[str, ...]  # the conv roles the authors generated in this architecture
 
 
 MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(*, input_size: int, csg_init: AuthorsCSGInit):
+def register_model(*, input_size: int, csg_init: AuthorsCSGInit, authors_targets: tuple[str, ...] = ("block",)):
     def decorate(constructor):
-        MODELS[constructor.__name__] = ModelEntry(constructor.__name__, constructor, input_size, csg_init)
+        classes = inspect.signature(constructor).parameters["num_classes"].default
+        MODELS[constructor.__name__] = ModelEntry(constructor.__name__, constructor, input_size, csg_init, classes,
+                                                  tuple(authors_targets))
         return constructor
     return decorate
