@@ -308,21 +308,33 @@ def export_cmd(checkpoint, out, fmt, compact, fp16, overwrite):
 @main.command("report")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Also draw accuracy vs parameters (PNG).")
-def report_cmd(run_dirs, fmt, plot_path):
-    """One row per run: arch, CSG settings, params, compression, best/final val top-1, epochs, time, img/s.
+@click.option("--by-seed", is_flag=True, help="One row per experiment: runs differing only by seed, mean ± std and n.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Also draw best top-1 vs parameters (PNG), one point per experiment with seed error bars.")
+def report_cmd(run_dirs, fmt, by_seed, plot_path):
+    """One row per run: arch, CSG settings, params, compression, best/final val top-1, the split best was chosen
+    on, epochs, time, img/s. Runs that differ only by their seed are also grouped: mean ± std over n.
+    Paths that are not run directories (logs, reports beside the runs) are skipped.
 
     \b
     Examples:
       acl report runs/*
-      acl report runs/sweep/* --format csv --plot sweep.png
+      acl report runs/sweep/* --by-seed --format csv --plot sweep.png
     """
-    from .report import collect, format_rows, plot
+    from .report import collect, format_rows, is_run_dir, plot
 
-    rows = [collect(d) for d in run_dirs]
+    runs = [d for d in run_dirs if is_run_dir(d)]
+    others = [d for d in run_dirs if not is_run_dir(d)]
+    if not runs:
+        what = f"{others[0]} is not" if len(others) == 1 else f"none of the {len(others)} paths is"
+        raise UserError(f"{what} a run directory (no config.yaml / params.json)")
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        click.echo(f"skipping {len(others)} path(s) that are not run directories: {shown}", err=True)
+    rows = [collect(d) for d in runs]
     if plot_path:
         plot(rows, plot_path)
-    click.echo(format_rows(rows, fmt))
+    click.echo(format_rows(rows, fmt, by_seed))
 
 
 @main.command("list-models")

@@ -350,6 +350,17 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as ``{"model.csg.code_size": 72, ...}``."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():

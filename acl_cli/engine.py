@@ -26,7 +26,7 @@ from tqdm import tqdm
 from . import distributed, rundir
 from .checkpoint import (copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
                          write_text)
-from .config import Config, ConfigError, OptimConfig, ScheduleConfig, build_config, quote
+from .config import Config, ConfigError, OptimConfig, ScheduleConfig, build_config, flatten, quote
 from .csg import GeneratedConv2d, SliceGenerator, find_generator
 from .data import DeviceLoader, build_splits, check_images, eval_loader, train_loader
 from .errors import UserError, one_line
@@ -239,19 +239,9 @@ RESUMABLE = ("train.epochs", "train.progress", "train.log_every_steps", "train.c
              "data.eval_batch_size", "optim.lr", "schedule")
 
 
-def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def changed_settings(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     """``{dotted key: (old, new)}`` for every setting that differs."""
-    a, b = _flatten(old.to_dict()), _flatten(new.to_dict())
+    a, b = flatten(old.to_dict()), flatten(new.to_dict())
     return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k, a) != b.get(k, b)}
 
 
@@ -717,7 +707,7 @@ def hparams(cfg: Config) -> dict[str, Any]:
     """The config flattened to dotted keys with TensorBoard-ready values (each key filters on its own)."""
     def scalar(value):
         return value if isinstance(value, (bool, int, float, str)) else "none" if value is None else json.dumps(value)
-    return {key: scalar(value) for key, value in _flatten(cfg.to_dict()).items()}
+    return {key: scalar(value) for key, value in flatten(cfg.to_dict()).items()}
 
 
 def _write_hparams(writer, cfg: Config, params: int) -> None:

@@ -1,19 +1,21 @@
-"""Summaries of finished (or running) runs: one row per run directory, and accuracy vs parameters."""
+"""Summaries of finished (or running) runs: one row per run directory, runs that differ only by their seed
+grouped into mean ± std, and accuracy against parameters."""
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
 import statistics
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, build_config, load_raw
+from .config import ConfigError, build_config, flatten, load_raw
 from .errors import UserError
 from .rundir import check_output_file
 
 COLUMNS = ["run", "arch", "csg", "params", "compression", "best_top1", "final_top1", "selected_on", "epochs",
-           "wall_min", "img_s"]
+           "wall_min", "img_s", "seed"]
 
 
 def _selected_on(run: Path, cfg) -> str:
@@ -24,6 +26,18 @@ def _selected_on(run: Path, cfg) -> str:
         if cfg.data.val_split > 0:
             return f"{cfg.data.val_split:.0%} of train held out"
         return "the dataset's val/ or test set"
+
+
+# Settings that do not change what a run computes: runs differing only in these (and the seed) are one group.
+_NOT_THE_EXPERIMENT = ("train.seed", "data.root", "data.download", "data.workers", "data.eval_batch_size",
+                       "train.device", "train.progress", "train.log_every_steps", "train.checkpoint_every_steps",
+                       "train.compile", "train.compile_mode")
+GROUP_COLUMNS = ["group", "arch", "csg", "params", "compression", "n", "seeds", "best_top1", "best_top1_std",
+                 "final_top1", "final_top1_std", "selected_on"]
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return (Path(path) / "config.yaml").is_file() and (Path(path) / "params.json").is_file()
 
 
 def collect(run_dir: str | Path) -> dict[str, Any]:
@@ -65,26 +79,75 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         "epochs": f"{len(rows)}/{cfg.train.epochs}",
         "wall_min": wall_min,
         "img_s": img_s,
+        "seed": cfg.train.seed,
+        "experiment": json.dumps({k: v for k, v in flatten(cfg.to_dict()).items() if k not in _NOT_THE_EXPERIMENT},
+                                 sort_keys=True),
     }
 
 
-def format_rows(rows: list[dict[str, Any]], fmt: str) -> str:
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return round(statistics.mean(values), 2), round(statistics.stdev(values), 2) if len(values) > 1 else None
+
+
+def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per experiment: runs with the same settings but their seed, with mean ± std (sample) of
+    best and final top-1 over the runs that have them, and n."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["experiment"], []).append(row)
+    out = []
+    for members in groups.values():
+        first = members[0]
+        names = {re.sub(r"_seed\d+$", "", r["run"]) for r in members}
+        best_mean, best_std = _mean_std([r["best_top1"] for r in members if r["best_top1"] is not None])
+        final_mean, final_std = _mean_std([r["final_top1"] for r in members if r["final_top1"] is not None])
+        out.append({"group": names.pop() if len(names) == 1 else f"{first['run']} (+{len(members) - 1})",
+                    "arch": first["arch"], "csg": first["csg"], "params": first["params"],
+                    "compression": first["compression"], "n": len(members),
+                    "seeds": " ".join(str(r["seed"]) for r in sorted(members, key=lambda r: r["seed"])),
+                    "best_top1": best_mean, "best_top1_std": best_std, "final_top1": final_mean,
+                    "final_top1_std": final_std, "selected_on": first["selected_on"]})
+    return out
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(rows, indent=2)
+        return json.dumps([{c: r[c] for c in columns} for r in rows], indent=2)
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
         return buf.getvalue().rstrip("\n")
     cell = lambda v: "-" if v is None else (f"{v:,}" if isinstance(v, int) else str(v))  # noqa: E731
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(r[c]) for c in COLUMNS) + " |" for r in rows]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
+def _pm(mean: float | None, std: float | None) -> str | None:
+    return None if mean is None else f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def format_rows(rows: list[dict[str, Any]], fmt: str, by_seed: bool = False) -> str:
+    """The runs; with ``by_seed`` the seed groups instead. Markdown adds the groups below the runs whenever
+    some group has several seeds."""
+    groups = group_rows(rows)
+    if by_seed:
+        return _table(groups, GROUP_COLUMNS, fmt)
+    text = _table(rows, COLUMNS, fmt)
+    if fmt == "markdown" and any(g["n"] > 1 for g in groups):
+        shown = [{**g, "best_top1": _pm(g["best_top1"], g["best_top1_std"]),
+                  "final_top1": _pm(g["final_top1"], g["final_top1_std"])} for g in groups]
+        columns = ["group", "arch", "csg", "params", "compression", "n", "best_top1", "final_top1", "selected_on"]
+        text += "\n\nGrouped over seeds (mean ± sample std over n runs):\n\n" + _table(shown, columns, fmt)
+    return text
+
+
 def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """Best validation top-1 against parameters (log scale), one point per run."""
+    """Best validation top-1 against parameters (log scale): one point per group of seeds, with error bars."""
     check_output_file(Path(path), overwrite=True)  # replaces a file, never a folder, a link or a run's file
     try:
         import matplotlib
@@ -94,12 +157,14 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for csg in (False, True):
-        pts = [r for r in rows if (r["csg"] != "-") == csg and r["best_top1"] is not None]
-        ax.scatter([r["params"] for r in pts], [r["best_top1"] for r in pts], label="CSG" if csg else "original",
-                   marker="o" if csg else "s")
-        for r in pts:
-            ax.annotate(r["run"], (r["params"], r["best_top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for csg in (False, True):  # one point per group of seeds, its error bar the std over them
+        pts = [g for g in group_rows(rows) if (g["csg"] != "-") == csg and g["best_top1"] is not None]
+        ax.errorbar([g["params"] for g in pts], [g["best_top1"] for g in pts],
+                    yerr=[g["best_top1_std"] or 0.0 for g in pts], fmt="o" if csg else "s", capsize=3,
+                    label="CSG" if csg else "original")
+        for g in pts:
+            label = g["group"] + (f" (n={g['n']})" if g["n"] > 1 else "")
+            ax.annotate(label, (g["params"], g["best_top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("best validation top-1 (%)")

@@ -9,8 +9,8 @@ for setting in ${SETTINGS:-12:72 16:128}; do
     slice=${setting%%:*}
     code=${setting##*:}
     for layout in flat tile; do
-        run_exp "${ARCH}_csg_${slice}_${code}_${layout}" "configs/cifar10/resnet20.yaml" --set "model.arch=$ARCH" \
+        add_job "${ARCH}_csg_${slice}_${code}_${layout}" --set "model.arch=$ARCH" \
             --set "model.csg={slice_shape: [$slice, $slice, 3, 3], code_size: $code, layout: $layout}"
     done
 done
-finish
+run_jobs

@@ -1,80 +1,296 @@
-# Shared by the sweep scripts: argument parsing, one run per experiment, GPU fan-out, the final report.
+# Shared by the sweep scripts: arguments, the job list, free-GPU scheduling, SLURM job arrays, the report.
 #
-#   script.sh DATA_ROOT EPOCHS [OUT_DIR]
+#   script.sh DATA_ROOT EPOCHS [OUT_DIR]            run the grid here, one job per free GPU (GPUS=...)
+#   script.sh --list DATA_ROOT EPOCHS [OUT_DIR]     the jobs, one per line: INDEX NAME (a stable order)
+#   TASK_INDEX=N script.sh DATA_ROOT EPOCHS [OUT]   run only job N (what each SLURM array task does)
+#   script.sh --sbatch DATA_ROOT EPOCHS [OUT_DIR]   write OUT_DIR/sweep.sbatch (the job array) and report.sbatch
+#   script.sh --report DATA_ROOT EPOCHS [OUT_DIR]   which jobs finished, and the report of those that did
 #
 # Environment:
-#   DRY_RUN=1         print the commands instead of running them
-#   GPUS="0 1 2 3"    run up to one job per listed GPU at a time (CUDA_VISIBLE_DEVICES); default: one at a time
-#   ACL="acl"         the command to call (e.g. "python -m acl_cli")
-#   EXTRA_SET="--set data.workers=8"   extra overrides for every run
-# A run whose directory holds final.json is skipped; one with only last.pt is resumed.
-set -euo pipefail
+#   DRY_RUN=1            print the commands instead of running them
+#   GPUS="0 1 2 3"       run one job per listed GPU at a time, each started on a GPU that is free
+#   SEEDS="0 1 2"        run every grid point once per seed (names end in _seedN; acl report gives mean ± std)
+#   BASE_CONFIG=FILE     the config every job starts from (default configs/cifar10/resnet20.yaml; for example
+#                        configs/imagenet/resnet18.yaml for an ImageNet grid)
+#   DATASET=cifar100     shorthand for --set data.name=cifar100 --set model.num_classes=100
+#   ACL="acl"            the command to call (e.g. "python -m acl_cli")
+#   EXTRA_SET="--set data.workers=8"   extra overrides for every run, resumed ones too
+#   POLL_S=2             how often (seconds) the local scheduler looks at running jobs
+#   SLURM (--sbatch): SBATCH_PARTITION, SBATCH_TIME (24:00:00), SBATCH_GPUS (1), SBATCH_CPUS (8), SBATCH_MEM
+#                     (32G), SBATCH_MAX_PARALLEL (tasks at once; default all), SBATCH_EXTRA (more #SBATCH lines)
+# A run whose directory holds final.json is skipped; one with last.pt is resumed, with the data root, epoch
+# budget and EXTRA_SET given now (a cluster may stage the data under a new path each time).
+set -uo pipefail  # not -e: one failed job must not stop the others
 
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SCRIPT_PATH="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 ACL=${ACL:-acl}
 read -r -a ACL_CMD <<< "$ACL"
 DRY_RUN=${DRY_RUN:-0}
 GPUS=${GPUS:-}
 EXTRA_SET=${EXTRA_SET:-}
+BASE_CONFIG=${BASE_CONFIG:-configs/cifar10/resnet20.yaml}
+POLL_S=${POLL_S:-2}
+# every variable a script's grid may read: written into the sbatch file so each task sees the same grid
+SWEEP_VARS=(ACL SEEDS BASE_CONFIG DATASET EXTRA_SET ARCH SLICES CODE_SIZES DEPTHS SLICE CODE SETTINGS)
+JOB_NAMES=()
+JOB_CONFIGS=()
+JOB_ARGS=()
 
-parse_args() {  # DATA_ROOT EPOCHS [OUT_DIR]
-    if [ $# -lt 2 ]; then
-        echo "usage: $(basename "$0") DATA_ROOT EPOCHS [OUT_DIR]   (DRY_RUN=1 prints the commands)" >&2
+die() {  # MESSAGE: one line, exit 2
+    echo "error: $*" >&2
+    exit 2
+}
+
+parse_args() {  # [--list|--sbatch|--report] DATA_ROOT EPOCHS [OUT_DIR]
+    MODE=run
+    case ${1:-} in --list|--sbatch|--report) MODE=${1#--}; shift;; esac
+    if [ $# -lt 2 ] || [ $# -gt 3 ]; then
+        echo "usage: $(basename "$0") [--list|--sbatch|--report] DATA_ROOT EPOCHS [OUT_DIR]   (DRY_RUN=1 prints" \
+             "the commands; TASK_INDEX=N runs job N)" >&2
         exit 2
     fi
     DATA_ROOT=$1
     EPOCHS=$2
     OUT=${3:-runs/$(basename "$0" .sh)}
-    case $EPOCHS in ''|*[!0-9]*|0) echo "EPOCHS must be a positive integer, got '$EPOCHS'" >&2; exit 2;; esac
+    case $EPOCHS in ''|*[!0-9]*|0) die "EPOCHS must be a positive integer, got '$EPOCHS'";; esac
+    case ${TASK_INDEX:-0} in ''|*[!0-9]*) die "TASK_INDEX must be a job index (see --list), got '$TASK_INDEX'";; esac
+    for seed in ${SEEDS:-}; do
+        case $seed in *[!0-9]*) die "SEEDS must be non-negative integers, got '$seed'";; esac
+    done
+    [ -f "$ROOT_DIR/$BASE_CONFIG" ] || die "BASE_CONFIG $BASE_CONFIG not found under $ROOT_DIR"
     # the configs give milestones as fractions of the run, so they scale with EPOCHS
     read -r -a GPU_LIST <<< "$GPUS"
-    NEXT_GPU=0
+    read -r -a EXTRA <<< "$EXTRA_SET"
+    DATASET_SET=()
+    case ${DATASET:-} in
+        '') ;;
+        cifar10) DATASET_SET=(--set data.name=cifar10 --set model.num_classes=10);;
+        cifar100) DATASET_SET=(--set data.name=cifar100 --set model.num_classes=100);;
+        *) die "DATASET must be cifar10 or cifar100 (for other data set BASE_CONFIG), got '$DATASET'";;
+    esac
 }
 
-run_exp() {  # NAME CONFIG [--set k=v ...]: train (or resume, or skip) one experiment
-    local name=$1 config=$2
-    shift 2
-    local dir="$OUT/$name"
-    if [ -f "$dir/final.json" ]; then
-        echo "skip $name (finished)"
+add_job() {  # NAME [--set k=v ...]: one grid point (once per seed with SEEDS)
+    local name=$1
+    shift
+    if [ -z "${SEEDS:-}" ]; then
+        _add_job "$name" "$@"
         return
     fi
-    local cmd
+    for seed in $SEEDS; do
+        _add_job "${name}_seed$seed" "$@" --set "train.seed=$seed"
+    done
+}
+
+_add_job() {
+    local name=$1
+    shift
+    JOB_NAMES+=("$name")
+    JOB_CONFIGS+=("$BASE_CONFIG")
+    JOB_ARGS+=("$(printf '%q ' "$@")")
+}
+
+job_command() {  # INDEX: CMD=(the acl command of that job): train, or resume where a checkpoint exists
+    local i=$1
+    local dir="$OUT/${JOB_NAMES[$i]}"
+    local args
+    eval "args=(${JOB_ARGS[$i]})"
+    local sets=(--set "data.root=$DATA_ROOT" --set "train.epochs=$EPOCHS" "${args[@]}" "${DATASET_SET[@]}"
+                "${EXTRA[@]}")
     if [ -f "$dir/last.pt" ]; then
-        cmd=("${ACL_CMD[@]}" train --resume "$dir")
+        CMD=("${ACL_CMD[@]}" train --resume "$dir" "${sets[@]}")
     else
-        cmd=("${ACL_CMD[@]}" train --config "$ROOT_DIR/$config" --out "$dir" --overwrite
-             --set "data.root=$DATA_ROOT" --set "train.epochs=$EPOCHS" "$@")
-        # shellcheck disable=SC2206
-        cmd+=($EXTRA_SET)
+        CMD=("${ACL_CMD[@]}" train --config "$ROOT_DIR/${JOB_CONFIGS[$i]}" --out "$dir" --overwrite "${sets[@]}")
     fi
-    if [ "$DRY_RUN" = 1 ]; then
-        printf '%q ' "${cmd[@]}"
-        echo
-        return
-    fi
-    if [ ${#GPU_LIST[@]} -eq 0 ]; then
-        "${cmd[@]}"
-        return
-    fi
-    while [ "$(jobs -rp | wc -l)" -ge ${#GPU_LIST[@]} ]; do wait -n; done
-    local gpu=${GPU_LIST[$(( NEXT_GPU % ${#GPU_LIST[@]} ))]}
-    NEXT_GPU=$(( NEXT_GPU + 1 ))
-    mkdir -p "$dir"
-    echo "start $name on GPU $gpu"
-    CUDA_VISIBLE_DEVICES=$gpu "${cmd[@]}" > "$OUT/$name.log" 2>&1 &
 }
 
-finish() {  # wait for the jobs, then write the report
-    wait
-    if [ "$DRY_RUN" = 1 ]; then
-        echo "$ACL report $OUT/* --format markdown --plot $OUT/report.png"
+run_jobs() {  # what the script's mode asks for, over the jobs added
+    case $MODE in
+        list) for i in "${!JOB_NAMES[@]}"; do printf '%s\t%s\n' "$i" "${JOB_NAMES[$i]}"; done;;
+        sbatch) write_sbatch;;
+        report) report_status;;
+        run)
+            if [ -n "${TASK_INDEX:-}" ]; then
+                run_one "$TASK_INDEX"
+            elif [ "$DRY_RUN" = 1 ]; then
+                for i in "${!JOB_NAMES[@]}"; do job_command "$i"; printf '%q ' "${CMD[@]}"; echo; done
+                echo "$ACL report $OUT/* --format markdown --plot $OUT/report.png"
+            else
+                run_local
+            fi;;
+    esac
+}
+
+run_one() {  # INDEX: exactly that job, in the foreground (a SLURM array task); its exit status is ours
+    local i=$1
+    [ "$i" -lt "${#JOB_NAMES[@]}" ] || die "TASK_INDEX $i is out of range: this sweep has ${#JOB_NAMES[@]} jobs (0-$(( ${#JOB_NAMES[@]} - 1 )))"
+    if [ -f "$OUT/${JOB_NAMES[$i]}/final.json" ]; then
+        echo "skip ${JOB_NAMES[$i]} (finished)"
+        return 0
+    fi
+    job_command "$i"
+    mkdir -p "$OUT"
+    echo "job $i: ${JOB_NAMES[$i]}"
+    exec "${CMD[@]}"  # acl itself gets SLURM's signals: it checkpoints and a requeued task resumes
+}
+
+# ---- local runs: every job, each on a free GPU, supervised to the end
+
+declare -A RUNNING_GPU=() RUNNING_JOB=()
+FINISHED=()
+FAILED=()
+SKIPPED=()
+FREE_GPUS=()
+
+_record() {  # INDEX STATUS
+    local name=${JOB_NAMES[$1]}
+    if [ "$2" -eq 0 ]; then
+        FINISHED+=("$name")
+        echo "done $name"
+    else
+        FAILED+=("$name (exit $2): see $OUT/$name.log")
+        echo "FAILED $name (exit $2): see $OUT/$name.log" >&2
+    fi
+}
+
+_reap() {  # collect the jobs that ended, free their GPUs; status 0 if any ended
+    local running pid ended=1
+    running=" $(jobs -rp | tr '\n' ' ') "
+    for pid in "${!RUNNING_GPU[@]}"; do
+        if [[ $running != *" $pid "* ]]; then
+            wait "$pid"
+            _record "${RUNNING_JOB[$pid]}" $?
+            FREE_GPUS+=("${RUNNING_GPU[$pid]}")
+            unset "RUNNING_GPU[$pid]" "RUNNING_JOB[$pid]"
+            ended=0
+        fi
+    done
+    return $ended
+}
+
+_stop_all() {  # Ctrl-C or SIGTERM: the running jobs checkpoint and stop; the summary still comes
+    trap - INT TERM
+    echo "stopping: signalling ${#RUNNING_GPU[@]} running job(s) to checkpoint" >&2
+    for pid in "${!RUNNING_GPU[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    STOPPED=1
+}
+
+run_local() {
+    mkdir -p "$OUT"
+    FREE_GPUS=("${GPU_LIST[@]}")
+    STOPPED=0
+    trap _stop_all INT TERM
+    for i in "${!JOB_NAMES[@]}"; do
+        [ "$STOPPED" = 1 ] && break
+        local name=${JOB_NAMES[$i]}
+        if [ -f "$OUT/$name/final.json" ]; then
+            SKIPPED+=("$name")
+            echo "skip $name (finished)"
+            continue
+        fi
+        job_command "$i"
+        if [ ${#GPU_LIST[@]} -eq 0 ]; then  # one at a time, here
+            echo "start $name"
+            "${CMD[@]}" 2>&1 | tee "$OUT/$name.log"
+            _record "$i" "${PIPESTATUS[0]}"
+            continue
+        fi
+        while [ ${#FREE_GPUS[@]} -eq 0 ]; do
+            _reap || sleep "$POLL_S"
+        done
+        local gpu=${FREE_GPUS[0]}
+        FREE_GPUS=("${FREE_GPUS[@]:1}")
+        echo "start $name on GPU $gpu"
+        CUDA_VISIBLE_DEVICES=$gpu "${CMD[@]}" > "$OUT/$name.log" 2>&1 &
+        RUNNING_GPU[$!]=$gpu
+        RUNNING_JOB[$!]=$i
+    done
+    while [ ${#RUNNING_GPU[@]} -gt 0 ]; do
+        _reap || sleep "$POLL_S"
+    done
+    trap - INT TERM
+    summary
+}
+
+summary() {  # the report of what finished, one line per failure; exit 1 if any failed
+    echo "sweep $OUT: ${#FINISHED[@]} finished, ${#FAILED[@]} failed, ${#SKIPPED[@]} skipped (finished before)," \
+         "$(( ${#JOB_NAMES[@]} - ${#FINISHED[@]} - ${#FAILED[@]} - ${#SKIPPED[@]} )) not started"
+    for line in "${FAILED[@]}"; do echo "failed: $line" >&2; done
+    write_report
+    [ ${#FAILED[@]} -eq 0 ] && [ "${STOPPED:-0}" = 0 ]
+    exit $?
+}
+
+write_report() {  # report.md / .csv / .png of the runs that finished (acl report skips logs and the rest)
+    local done_runs=()
+    for name in "${JOB_NAMES[@]}"; do [ -f "$OUT/$name/final.json" ] && done_runs+=("$OUT/$name"); done
+    if [ ${#done_runs[@]} -eq 0 ]; then
+        echo "no finished run to report" >&2
         return
     fi
-    local runs=()
-    for d in "$OUT"/*/; do [ -f "$d/config.yaml" ] && runs+=("${d%/}"); done
-    "${ACL_CMD[@]}" report "${runs[@]}" --format markdown > "$OUT/report.md"
-    "${ACL_CMD[@]}" report "${runs[@]}" --format csv > "$OUT/report.csv"
-    "${ACL_CMD[@]}" report "${runs[@]}" --plot "$OUT/report.png" > /dev/null 2>&1 || true  # the plot needs matplotlib
+    "${ACL_CMD[@]}" report "${done_runs[@]}" --format markdown > "$OUT/report.md"
+    "${ACL_CMD[@]}" report "${done_runs[@]}" --format csv > "$OUT/report.csv"
+    "${ACL_CMD[@]}" report "${done_runs[@]}" --plot "$OUT/report.png" > /dev/null 2>&1  # needs matplotlib
     cat "$OUT/report.md"
+}
+
+report_status() {  # --report: after a job array, which tasks finished, and the report
+    local missing=()
+    for i in "${!JOB_NAMES[@]}"; do
+        if [ -f "$OUT/${JOB_NAMES[$i]}/final.json" ]; then
+            FINISHED+=("${JOB_NAMES[$i]}")
+        else
+            missing+=("$i ${JOB_NAMES[$i]}")
+        fi
+    done
+    echo "sweep $OUT: ${#FINISHED[@]} of ${#JOB_NAMES[@]} finished"
+    for line in "${missing[@]}"; do echo "not finished: job $line (resubmit with --array=${line%% *})" >&2; done
+    write_report
+    [ ${#missing[@]} -eq 0 ]
+    exit $?
+}
+
+write_sbatch() {  # OUT/sweep.sbatch: one array task per job; OUT/report.sbatch: the report once all ended
+    local n=${#JOB_NAMES[@]} out_abs
+    mkdir -p "$OUT"
+    out_abs="$(cd "$OUT" && pwd)"
+    local exports="" var
+    for var in "${SWEEP_VARS[@]}"; do
+        [ -n "${!var+x}" ] && exports+="export $var=$(printf '%q' "${!var}")"$'\n'
+    done
+    local limit="" partition=""
+    [ -n "${SBATCH_MAX_PARALLEL:-}" ] && limit="%$SBATCH_MAX_PARALLEL"
+    [ -n "${SBATCH_PARTITION:-}" ] && partition="#SBATCH --partition=$SBATCH_PARTITION"$'\n'
+    local args
+    args="$(printf '%q ' "$DATA_ROOT" "$EPOCHS" "$out_abs")"
+    cat > "$OUT/sweep.sbatch" <<EOF
+#!/usr/bin/env bash
+#SBATCH --job-name=$(basename "$0" .sh)
+#SBATCH --array=0-$(( n - 1 ))$limit
+#SBATCH --gpus=${SBATCH_GPUS:-1}
+#SBATCH --cpus-per-task=${SBATCH_CPUS:-8}
+#SBATCH --mem=${SBATCH_MEM:-32G}
+#SBATCH --time=${SBATCH_TIME:-24:00:00}
+${partition}#SBATCH --requeue
+#SBATCH --signal=B:TERM@120
+#SBATCH --output=$out_abs/slurm-%A_%a.log
+${SBATCH_EXTRA:-}
+# $n jobs: bash $(printf '%q' "$SCRIPT_PATH") --list $args
+# A requeued or resubmitted task resumes its run from last.pt; a finished one is skipped.
+cd $(printf '%q' "$ROOT_DIR")
+$exports
+TASK_INDEX=\$SLURM_ARRAY_TASK_ID exec bash $(printf '%q' "$SCRIPT_PATH") $args
+EOF
+    cat > "$OUT/report.sbatch" <<EOF
+#!/usr/bin/env bash
+#SBATCH --job-name=$(basename "$0" .sh)-report
+#SBATCH --time=00:30:00
+#SBATCH --output=$out_abs/report-%j.log
+cd $(printf '%q' "$ROOT_DIR")
+$exports
+exec bash $(printf '%q' "$SCRIPT_PATH") --report $args
+EOF
+    echo "wrote $OUT/sweep.sbatch ($n array tasks) and $OUT/report.sbatch; submit both with:"
+    echo "  jid=\$(sbatch --parsable $OUT/sweep.sbatch) && sbatch --dependency=afterany:\$jid $OUT/report.sbatch"
 }

@@ -5,11 +5,11 @@
 source "$(dirname "$0")/lib.sh"
 parse_args "$@"
 ARCH=${ARCH:-resnet56}
-run_exp "$ARCH" "configs/cifar10/resnet20.yaml" --set "model.arch=$ARCH"
+add_job "$ARCH" --set "model.arch=$ARCH"
 for slice in ${SLICES:-8 12 16}; do
     for code in ${CODE_SIZES:-36 72 128}; do
-        run_exp "${ARCH}_csg_${slice}_${code}" "configs/cifar10/resnet20.yaml" --set "model.arch=$ARCH" \
+        add_job "${ARCH}_csg_${slice}_${code}" --set "model.arch=$ARCH" \
             --set "model.csg={slice_shape: [$slice, $slice, 3, 3], code_size: $code}"
     done
 done
-finish
+run_jobs

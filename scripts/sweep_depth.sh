@@ -7,8 +7,8 @@ parse_args "$@"
 SLICE=${SLICE:-12}
 CODE=${CODE:-72}
 for depth in ${DEPTHS:-20 32 44 56 110}; do
-    run_exp "resnet$depth" "configs/cifar10/resnet20.yaml" --set "model.arch=resnet$depth"
-    run_exp "resnet${depth}_csg_${SLICE}_${CODE}" "configs/cifar10/resnet20.yaml" --set "model.arch=resnet$depth" \
+    add_job "resnet$depth" --set "model.arch=resnet$depth"
+    add_job "resnet${depth}_csg_${SLICE}_${CODE}" --set "model.arch=resnet$depth" \
         --set "model.csg={slice_shape: [$SLICE, $SLICE, 3, 3], code_size: $CODE}"
 done
-finish
+run_jobs

@@ -59,6 +59,41 @@ def test_tiny_sweep_runs_skips_and_reports(tmp_path, cli):
     assert all(r["epochs"] == "1/1" and r["params"] == 176_698 and r["best_top1"] is not None for r in rows)
     res = cli("report", tmp_path)
     assert res.exit_code == 2 and "is not a run directory" in res.stderr
+    # the documented usage: everything in the sweep folder, its logs and reports beside the runs
+    res = cli("report", *sorted(out.iterdir()), "--format", "json")
+    assert res.exit_code == 0, res.output
+    assert [r["run"] for r in json.loads(res.stdout)] == ["resnet20_csg_16_72_flat", "resnet20_csg_16_72_tile"]
+    skipped = res.stderr.strip().splitlines()
+    assert len(skipped) == 1 and skipped[0].startswith("skipping 5 path(s) that are not run directories: ")
+
+
+def test_report_groups_seeds_into_mean_and_std(tmp_path, cli):
+    import statistics
+
+    from acl_cli.config import load_config
+    from acl_cli.engine import train
+
+    small = ["model.arch=resnet20", "model.csg={slice_shape: [16, 16, 3, 3], code_size: 72}", "data.name=digits",
+             "data.val_split=0.2", "data.train_subset=64", "data.batch_size=32", "data.workers=0",
+             "train.epochs=1", "train.progress=false"]
+    finals = {}
+    for name, extra in (("r20_seed0", ["train.seed=0"]), ("r20_seed1", ["train.seed=1"]),
+                        ("r20_seed2", ["train.seed=2", "data.root=/elsewhere", "data.workers=1"]),
+                        ("r20_tile", ["model.csg.layout=tile"])):
+        finals[name] = train(load_config(None, small + extra), tmp_path / name, log=lambda *a: None)
+    groups = json.loads(cli("report", *sorted(tmp_path.iterdir()), "--by-seed", "--format", "json").output)
+    by_name = {g["group"]: g for g in groups}
+    assert set(by_name) == {"r20", "r20_tile"}  # the data root and workers are not the experiment; the seed neither
+    top1 = [round(finals[f"r20_seed{s}"]["best_val_top1"], 2) for s in range(3)]
+    g = by_name["r20"]
+    assert (g["n"], g["seeds"]) == (3, "0 1 2")
+    assert g["best_top1"] == round(statistics.mean(top1), 2) and g["best_top1_std"] == round(statistics.stdev(top1), 2)
+    assert by_name["r20_tile"]["n"] == 1 and by_name["r20_tile"]["best_top1_std"] is None
+    text = cli("report", *sorted(tmp_path.iterdir())).output
+    assert "Grouped over seeds" in text and f"| r20 | resnet20 |" in text
+    assert f"| 3 | {statistics.mean(top1):.2f} ± {statistics.stdev(top1):.2f} |" in text
+    png = tmp_path / "groups.png"
+    assert cli("report", *sorted(tmp_path.iterdir()), "--plot", png).exit_code == 0 and png.stat().st_size > 0
 
 
 def test_gpu_acceptance_dry_run_commands_are_valid(cli):
