@@ -338,19 +338,29 @@ def report_cmd(run_dirs, fmt, by_seed, plot_path):
 
 
 @main.command("list-models")
-def list_models_cmd():
-    """List the registered architectures.
+@click.option("--all", "show_all", is_flag=True, help="Also every torchvision classification model by name.")
+def list_models_cmd(show_all):
+    """List the registered architectures, and the prefixes that reach any other network.
 
     \b
     Example:
       acl list-models
+      acl count-params --arch torchvision:resnet50 --slice-shape 16,16,3,3 --code-size 128
     """
     from .models import MODELS
+    from .models.external import PREFIXES
 
     for name in sorted(MODELS):
         entry = MODELS[name]
-        click.echo(f"{name:<20} {entry.input_size:>3}px {entry.num_classes:>5} classes  "
+        click.echo(f"{name:<24} {entry.input_size:>3}px {entry.num_classes:>5} classes  "
                    f"{entry.constructor.__doc__.strip().splitlines()[0]}")
+    for prefix, what in PREFIXES.items():
+        click.echo(f"{prefix:<24} {what}")
+    if show_all:
+        import torchvision
+
+        for name in torchvision.models.list_models(module=torchvision.models):
+            click.echo(f"torchvision:{name}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -65,14 +65,17 @@ class CSGConfig:
 class ModelConfig:
     arch: str = "resnet20"
     num_classes: Optional[int] = None  # default: the architecture's (CIFAR nets 10, ImageNet nets 1000)
+    pretrained: Optional[str] = None  # a local state_dict of the original network (e.g. torchvision's .pth)
     csg: Optional[CSGConfig] = None  # null: the original network
 
     def validate(self, path: str) -> None:
-        from .models import MODELS, list_models
-        if self.arch not in list_models():
-            raise ConfigError(f"{path}.arch: unknown arch {quote(self.arch)}; valid: {', '.join(list_models())}")
+        from .models import get_model_entry
+        try:
+            entry = get_model_entry(self.arch)
+        except ValueError as e:
+            raise ConfigError(f"{path}.arch: {str(e).replace(repr(self.arch), quote(self.arch), 1)}") from None
         if self.num_classes is None:
-            self.num_classes = MODELS[self.arch].num_classes
+            self.num_classes = entry.num_classes
         if self.num_classes < 1:
             raise ConfigError(f"{path}.num_classes: must be >= 1, got {self.num_classes}")
 

@@ -70,6 +70,11 @@ class SliceGenerator(nn.Module):
     def extra_repr(self) -> str:
         return f"slice_shape={list(self.slice_shape)}, code_size={self.code_size}, layout={self.layout}"
 
+    def forward(self, x: Tensor) -> Tensor:
+        """A pass-through: an ``nn.Sequential`` root, which calls every child in turn, can hold the generator.
+        Kernels are made by :meth:`generate`, from the root's forward hooks."""
+        return x
+
     def register(self, layer: "GeneratedConv2d") -> int:
         self.layers.append(layer)
         self._cache, self._plans = None, {}
@@ -187,7 +192,8 @@ class GeneratedConv2d(nn.Module):
             raise ValueError(f"kernel {_pair(kernel_size)} does not match the slice window {(kh, kw)}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = (kh, kw)
-        self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+        self.stride, self.dilation = _pair(stride), _pair(dilation)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)  # "same" / "valid" as nn.Conv2d
         self.grid = (math.ceil(out_channels / s0), math.ceil(in_channels / s1))
         self.num_slices = self.grid[0] * self.grid[1]
         self.codes = nn.Parameter(torch.randn(self.num_slices, generator.code_size))
@@ -286,6 +292,56 @@ def find_generator(model: nn.Module) -> SliceGenerator | None:
 
 def generated_convs(model: nn.Module) -> list[tuple[str, GeneratedConv2d]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, GeneratedConv2d)]
+
+
+@torch.no_grad()
+# ---------------------------------------------------------------------------------------------------
+# Any network: replace its convs after the fact
+
+
+def conv_role(conv: nn.Conv2d, first: bool) -> str:
+    """A plain conv's role, read off the conv itself: the first in module order sees the image ("stem");
+    grouped and depthwise convs are "grouped" and never generated (a 16x16 slice would mostly be cropped
+    from their (out, in/groups, kh, kw) kernels); 1x1 convs are "pointwise", other k x k ones "block"."""
+    if first:
+        return "stem"
+    if conv.groups > 1:
+        return "grouped"
+    return "pointwise" if _pair(conv.kernel_size) == (1, 1) else "block"
+
+
+def convert(model: nn.Module, slice_shape: Sequence[int], code_size: int, targets: Iterable[str] = AUTHORS_TARGETS,
+            layout: str = "flat") -> SliceGenerator:
+    """Replace the eligible ``nn.Conv2d``s of any model by generated convs sharing one generator on its root.
+
+    A conv is eligible when its role (:func:`conv_role`) is targeted, its kernel is the slice window, and its
+    padding mode is zeros. Stride, padding, dilation and bias (its values too) are kept. Returns the
+    generator; a model with nothing eligible is a ValueError naming the convs it has.
+    """
+    generator = SliceGenerator(slice_shape, code_size, layout)
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    present: dict[str, int] = {}
+    for i, (name, conv) in enumerate(convs):
+        role = conv_role(conv, i == 0)
+        kh, kw = _pair(conv.kernel_size)
+        present[f"{role} {kh}x{kw}"] = present.get(f"{role} {kh}x{kw}", 0) + 1
+        if (role == "grouped" or not role_targeted(role, targets) or (kh, kw) != generator.slice_shape[2:]
+                or conv.padding_mode != "zeros"):
+            continue
+        generated = GeneratedConv2d(generator, conv.in_channels, conv.out_channels, (kh, kw), conv.stride,
+                                    conv.padding, conv.dilation, bias=conv.bias is not None)
+        if conv.bias is not None:
+            with torch.no_grad():
+                generated.bias.copy_(conv.bias)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, generated)
+    if not generator.layers:
+        have = ", ".join(f"{k} ({n})" for k, n in present.items()) or "no nn.Conv2d at all"
+        raise ValueError(f"no conv to generate: targets {list(targets)} with a {generator.slice_shape[2]}x"
+                         f"{generator.slice_shape[3]} slice; this model has {have} (grouped convs are never "
+                         "generated)")
+    attach_generator(model, generator)
+    return generator
 
 
 @torch.no_grad()

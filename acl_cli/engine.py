@@ -27,7 +27,7 @@ from . import distributed, rundir
 from .checkpoint import (copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
                          write_text)
 from .config import Config, ConfigError, OptimConfig, ScheduleConfig, build_config, flatten, quote
-from .csg import GeneratedConv2d, SliceGenerator, find_generator
+from .csg import GENERATOR_ATTR, GeneratedConv2d, SliceGenerator, find_generator, generated_convs
 from .data import DeviceLoader, build_splits, check_images, eval_loader, train_loader
 from .errors import UserError, one_line
 from .models import create_model
@@ -58,14 +58,46 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: Config) -> nn.Module:
+def build_model(cfg: Config, pretrained: bool = True) -> nn.Module:
+    """The config's model; with ``pretrained``, ``model.pretrained`` loaded into it (a resumed or evaluated
+    run takes its weights from its checkpoint instead)."""
     csg = None if cfg.model.csg is None else asdict(cfg.model.csg)
     try:
-        return create_model(cfg.model.arch, cfg.model.num_classes, csg)
+        model = create_model(cfg.model.arch, cfg.model.num_classes, csg)
     except ValueError as e:
         raise UserError(f"model: {e}") from None
     except (RuntimeError, OverflowError, MemoryError) as e:  # e.g. a code_size or num_classes too large to allocate
         raise UserError(f"model: cannot build {cfg.model.arch} with these settings: {one_line(e, 160)}") from None
+    if pretrained and cfg.model.pretrained:
+        load_pretrained(model, cfg.model.pretrained)
+    return model
+
+
+@torch.no_grad()
+def load_pretrained(model: nn.Module, path: str | Path) -> None:
+    """The weights of the original network (a plain state_dict, such as torchvision's ``.pth``) into
+    ``model``: every tensor except the generated convs' kernels, which their codes replace."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"model.pretrained: {path} not found") from None
+    except Exception:  # a pickle that would run code, a truncated file, another format
+        raise UserError(f"model.pretrained: {path} is not a readable state_dict of plain tensors") from None
+    if isinstance(state, dict) and state.get("format") == "acl-checkpoint":
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"model.pretrained: {path} is not a state_dict (a mapping of names to tensors)")
+    own = model.state_dict()
+    kernels = {f"{name}.weight" for name, _ in generated_convs(model)}
+    generated = {k for k in own if k.endswith(".codes") or k.split(".")[0] == GENERATOR_ATTR}
+    problems = [f"missing {k}" for k in own if k not in state and k not in generated]
+    problems += [f"unexpected {k}" for k in state if k not in own and k not in kernels]
+    problems += [f"{k} is {tuple(state[k].shape)}, the model has {tuple(own[k].shape)}" for k in state
+                 if k in own and state[k].shape != own[k].shape]
+    if problems:
+        raise UserError(f"model.pretrained: {path} does not fit this model: {len(problems)} problems, e.g. "
+                        f"{problems[0]}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
 @torch.no_grad()
@@ -417,7 +449,7 @@ class _Run:
 
     def _build_model(self) -> None:
         cfg, env, device = self.cfg, self.env, self.device
-        model = build_model(cfg)
+        model = build_model(cfg, pretrained=not self.resume)
         if cfg.model.csg and cfg.model.csg.init_from and not self.resume:
             load_generator(model, cfg.model.csg.init_from)
         if cfg.train.sync_bn and env.enabled:
@@ -554,7 +586,9 @@ class _Run:
         for note in self.splits.notes:
             self.log(f"warning: {note}")
         cfg, report, env = self.cfg, self.report, self.env
-        smaller = f" ({report.compression:.2f}x fewer than the original)" if cfg.model.csg else ""
+        ratio = report.compression
+        smaller = "" if not cfg.model.csg else f" ({ratio:.2f}x fewer than the original)" if ratio >= 1 else \
+            f" ({1 / ratio:.2f}x more than the original: the codes outweigh the kernels they replace)"
         procs = f" x {env.world_size} processes (lr x {self.lr_factor})" if env.enabled else ""
         feed = "device loader" if isinstance(self.loader, DeviceLoader) else f"DataLoader, {cfg.data.workers} workers"
         return (f"{cfg.model.arch}{' CSG' if cfg.model.csg else ''}: {report.total:,} params{smaller}, "
@@ -767,7 +801,7 @@ def load_model(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[nn.Mo
 
     state = load_checkpoint(path)
     cfg = build_config(apply_overrides(state["config"], overrides))
-    model = build_model(cfg)
+    model = build_model(cfg, pretrained=False)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

@@ -113,14 +113,22 @@ def report_for_config(model_cfg, model: nn.Module | None = None) -> ParamReport:
     from .errors import UserError
 
     csg = None if model_cfg.csg is None else asdict(model_cfg.csg)
-    with torch.device("meta"):
-        if model is None:
-            try:
-                model = create_model(model_cfg.arch, model_cfg.num_classes, csg)
-            except ValueError as e:
-                raise UserError(f"model: {e}") from None
-        original = create_model(model_cfg.arch, model_cfg.num_classes, None)
-    return parameter_report(model, original, model_cfg.arch, csg)
+
+    def build(device: str):
+        with torch.device(device):
+            built = model
+            if built is None:
+                try:
+                    built = create_model(model_cfg.arch, model_cfg.num_classes, csg)
+                except ValueError as e:
+                    raise UserError(f"model: {e}") from None
+            return built, create_model(model_cfg.arch, model_cfg.num_classes, None)
+
+    try:
+        built, original = build("meta")
+    except (NotImplementedError, RuntimeError):  # a builder that reads tensors it made (torchvision's RegNet)
+        built, original = build("cpu")
+    return parameter_report(built, original, model_cfg.arch, csg)
 
 
 # --------------------------------------------------------------------------------------------------

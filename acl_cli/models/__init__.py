@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..csg import AUTHORS_TARGETS, ROLES, GeneratedConvFactory, SliceGenerator, attach_generator
+from ..csg import AUTHORS_TARGETS, ROLES, GeneratedConvFactory, SliceGenerator, attach_generator, convert
 from .registry import MODELS, AuthorsCSGInit, ModelEntry, register_model
 from . import cifar_resnet, densenet_bc, imagenet_densenet, imagenet_resnet  # noqa: F401  (registers)
 
@@ -19,10 +19,14 @@ def list_models() -> list[str]:
 
 
 def get_model_entry(arch: str) -> ModelEntry:
-    try:
+    """A zoo entry, or one for ``torchvision:NAME``, ``timm:NAME`` or ``package.module:factory``."""
+    if arch in MODELS:
         return MODELS[arch]
-    except KeyError:
-        raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(list_models())}") from None
+    if ":" in arch:
+        from .external import external_entry
+        return external_entry(arch)
+    raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(list_models())}, or torchvision:NAME, timm:NAME, "
+                     "package.module:factory")
 
 
 def resolve_targets(targets: str | list[str], arch: str | None = None) -> tuple[str, ...]:
@@ -56,13 +60,20 @@ def create_model(arch: str, num_classes: int | None = None, csg: Any = None) -> 
         spec = csg if isinstance(csg, CSGConfig) else from_dict(CSGConfig, dict(csg), "csg")
     except (ConfigError, TypeError) as e:
         raise ValueError(str(e)) from None
-    generator = SliceGenerator(spec.slice_shape, spec.code_size, spec.layout)
-    factory = GeneratedConvFactory(generator, resolve_targets(spec.targets, arch))
-    model = entry.constructor(num_classes=num_classes, conv=factory)
-    if not generator.layers:
-        raise ValueError(f"{arch}: no conv of the targeted roles has a {generator.slice_shape[2]}x"
-                         f"{generator.slice_shape[3]} kernel, so nothing would be generated")
-    attach_generator(model, generator)
+    targets = resolve_targets(spec.targets, arch)
+    if entry.external:  # built plain, then its eligible convs replaced; roles read off each conv
+        model = entry.constructor(num_classes=num_classes)
+        try:
+            generator = convert(model, spec.slice_shape, spec.code_size, targets, spec.layout)
+        except ValueError as e:
+            raise ValueError(f"{arch}: {e}") from None
+    else:
+        generator = SliceGenerator(spec.slice_shape, spec.code_size, spec.layout)
+        model = entry.constructor(num_classes=num_classes, conv=GeneratedConvFactory(generator, targets))
+        if not generator.layers:
+            raise ValueError(f"{arch}: no conv of the targeted roles has a {generator.slice_shape[2]}x"
+                             f"{generator.slice_shape[3]} kernel, so nothing would be generated")
+        attach_generator(model, generator)
     init_csg(generator, spec.init, entry.csg_init)
     generator.weight.requires_grad_(not spec.freeze)
     return model

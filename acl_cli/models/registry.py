@@ -29,6 +29,7 @@ class ModelEntry:
     csg_init: AuthorsCSGInit
     num_classes: int  # classifier outputs when a config does not say: the constructor's default
     authors_targets: tuple[str, ...]  # the conv roles the authors generated in this architecture
+    external: bool = False  # built plain (torchvision, timm, a user's factory) and converted afterwards
 
 
 MODELS: dict[str, ModelEntry] = {}

@@ -1,0 +1,81 @@
+"""Networks acl did not write: ``torchvision:NAME``, ``timm:NAME`` and ``package.module:factory``.
+
+They are built plain (no weights are downloaded) and, for a CSG model, converted afterwards by
+:func:`acl_cli.csg.convert`, which infers each conv's role from the conv itself.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+
+from .registry import DEFAULT_CSG_INIT, ModelEntry
+
+PREFIXES = {
+    "torchvision:NAME": "any torchvision classification model, built with weights=None (e.g. torchvision:mobilenet_v2)",
+    "timm:NAME": "any timm model, pretrained=False (needs pip install -e '.[timm]')",
+    "package.module:factory": "your own function returning an nn.Module, called with num_classes",
+}
+
+
+def _torchvision(name: str) -> ModelEntry:
+    import torchvision
+
+    known = torchvision.models.list_models(module=torchvision.models)
+    if name not in known:
+        raise ValueError(f"unknown torchvision model {name!r}; torchvision has {len(known)} classification models, "
+                         f"e.g. {', '.join(known[:4])} (acl list-models --all lists them)")
+
+    def constructor(num_classes: int = 1000):
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+
+    return ModelEntry(f"torchvision:{name}", constructor, 299 if name == "inception_v3" else 224, DEFAULT_CSG_INIT,
+                      1000, ("block",), external=True)
+
+
+def _timm(name: str) -> ModelEntry:
+    try:
+        import timm
+    except ImportError:
+        raise ValueError(f"timm:{name} needs timm: pip install -e '.[timm]' (or pip install timm)") from None
+    if not timm.is_model(name):
+        raise ValueError(f"unknown timm model {name!r}; see timm.list_models()")
+
+    def constructor(num_classes: int = 1000):
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+
+    size = timm.get_pretrained_cfg_value(name, "input_size") or (3, 224, 224)
+    return ModelEntry(f"timm:{name}", constructor, int(size[-1]), DEFAULT_CSG_INIT, 1000, ("block",), external=True)
+
+
+def _factory(arch: str) -> ModelEntry:
+    module_name, _, attr = arch.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # any error in a user's module: report it, don't crash
+        raise ValueError(f"{arch}: cannot import {module_name}: {type(e).__name__}: {e}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"{arch}: {module_name} has no function {attr!r}")
+    try:
+        default = inspect.signature(factory).parameters.get("num_classes")
+    except (TypeError, ValueError):
+        default = None
+    if default is None:
+        raise ValueError(f"{arch}: the factory must take num_classes (it is called as {attr}(num_classes=N))")
+    classes = default.default if isinstance(default.default, int) else 1000
+    return ModelEntry(arch, factory, int(getattr(factory, "input_size", 224)), DEFAULT_CSG_INIT, classes,
+                      ("block",), external=True)
+
+
+@functools.lru_cache(maxsize=None)
+def external_entry(arch: str) -> ModelEntry:
+    """The entry of a prefixed name; ValueError with a one-line reason if it cannot be had."""
+    prefix, _, name = arch.partition(":")
+    if not name:
+        raise ValueError(f"unknown arch {arch!r}: after ':' a model name is needed")
+    if prefix == "torchvision":
+        return _torchvision(name)
+    if prefix == "timm":
+        return _timm(name)
+    return _factory(arch)
