@@ -35,7 +35,12 @@ _DENSENET_RULES = [
     (r"^dense(\d)\.(\d+)\.code2$", r"dense\1.\2.conv2.codes"),
     (r"^trans3\.bn\.", "bn."),
 ]
+_SHUFFLENET_RULES = [
+    (r"^code2$", "conv2.codes"),  # their CSG ShuffleNetV2 generates the final 1x1 conv only
+]
 _GENERATOR = re.compile(r"(^|\.)(CSG|CLG)\.weight$")
+_RULES = {"resnet": _RESNET_RULES, "densenet": _DENSENET_RULES, "shufflenet": _SHUFFLENET_RULES}
+_KERNEL = {"resnet": 3, "densenet": 3, "shufflenet": 1}  # the slice window of their generators
 
 
 def _family(arch: str) -> str:
@@ -47,7 +52,9 @@ def _family(arch: str) -> str:
         return "resnet"
     if module.endswith("densenet_bc"):
         return "densenet"
-    raise UserError(f"import-original supports the authors' CIFAR ResNets and DenseNet-BC, not {arch}")
+    if module.endswith("shufflenet_v2"):
+        return "shufflenet"
+    raise UserError(f"import-original supports the authors' CIFAR ResNets, DenseNet-BC and ShuffleNetV2, not {arch}")
 
 
 def _read(src: Path) -> dict[str, Any]:
@@ -65,7 +72,8 @@ def _read(src: Path) -> dict[str, Any]:
 
 def convert_state(net: dict[str, torch.Tensor], arch: str) -> tuple[dict[str, torch.Tensor], CSGConfig | None, int]:
     """Their state_dict -> (ours, the CSG settings it implies, num_classes)."""
-    rules = _RESNET_RULES if _family(arch) == "resnet" else _DENSENET_RULES
+    family = _family(arch)
+    rules, k = _RULES[family], _KERNEL[family]
     state, generators = {}, []
     for key, value in net.items():
         key = key.removeprefix("module.")
@@ -83,11 +91,11 @@ def convert_state(net: dict[str, torch.Tensor], arch: str) -> tuple[dict[str, to
         if differing:
             warnings.warn(f"{len(differing)} of {len(generators)} generator copies differ from {generators[0][0]} "
                           f"(e.g. {differing[0]}); using {generators[0][0]}", stacklevel=2)
-        side = math.isqrt(weight.shape[0] // 9)
-        if weight.dim() != 2 or side * side * 9 != weight.shape[0]:
-            raise UserError(f"generator of shape {tuple(weight.shape)} is not a square 3x3 slice generator")
+        side = math.isqrt(weight.shape[0] // (k * k))
+        if weight.dim() != 2 or side * side * k * k != weight.shape[0]:
+            raise UserError(f"generator of shape {tuple(weight.shape)} is not a square {k}x{k} slice generator")
         state["csg.weight"] = weight
-        csg = CSGConfig(slice_shape=[side, side, 3, 3], code_size=int(weight.shape[1]), layout="flat")
+        csg = CSGConfig(slice_shape=[side, side, k, k], code_size=int(weight.shape[1]), layout="flat")
     head = next((v for k, v in state.items() if k in ("classifier.weight", "linear.weight")), None)
     if head is None:
         raise UserError("no classifier weight (classifier.weight / linear.weight) in the checkpoint")

@@ -45,7 +45,7 @@ class CSGConfig:
     code_size: int = 72
     layout: Literal["flat", "tile"] = "flat"
     targets: Union[str, list[str]] = "authors"  # "authors", "all", or roles: stem block pointwise shortcut transition
-    init: Literal["authors", "scaled"] = "authors"
+    init: Literal["authors", "scaled", "binary"] = "authors"
     init_from: Optional[str] = None  # checkpoint (or run dir) whose trained generator this run starts from
     freeze: bool = False  # keep the generator fixed: only codes, norms and the classifier train
 

@@ -31,7 +31,7 @@ GENERATOR_ATTR = "csg"  # where the generator lives on the model root
 # Every conv an architecture creates declares its role; a config picks which roles are generated. A role
 # may be refined with a suffix: the two 3x3 convs of a basic block are "block.first" and "block.second",
 # and the target "block" takes both (the authors' ImageNet ResNet-18 generated only the first).
-ROLES = ("stem", "block", "block.first", "block.second", "pointwise", "shortcut", "transition")
+ROLES = ("stem", "block", "block.first", "block.second", "pointwise", "pointwise.head", "shortcut", "transition")
 AUTHORS_TARGETS = ("block",)  # k x k convs inside residual / dense blocks: what the authors generate mostly
 
 
@@ -238,16 +238,16 @@ class GeneratedConv2d(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Conv factories: architectures call ``conv(in, out, k, stride=, padding=, bias=, role=, dilation=)`` and never
+# Conv factories: architectures call ``conv(in, out, k, stride=, padding=, bias=, role=, dilation=, groups=)``; never
 # know whether the result is generated.
 
 ConvFactory = Callable[..., nn.Module]
 
 
 def plain_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
-               bias: bool = False, role: str = "block", dilation: int = 1) -> nn.Module:
+               bias: bool = False, role: str = "block", dilation: int = 1, groups: int = 1) -> nn.Module:
     return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                     bias=bias)
+                     groups=groups, bias=bias)
 
 
 class GeneratedConvFactory:
@@ -258,11 +258,12 @@ class GeneratedConvFactory:
         self.targets = frozenset(targets)
 
     def __call__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, bias: bool = False, role: str = "block", dilation: int = 1) -> nn.Module:
-        if role_targeted(role, self.targets) and _pair(kernel_size) == self.generator.slice_shape[2:]:
+                 padding: int = 0, bias: bool = False, role: str = "block", dilation: int = 1,
+                 groups: int = 1) -> nn.Module:
+        if groups == 1 and role_targeted(role, self.targets) and _pair(kernel_size) == self.generator.slice_shape[2:]:
             return GeneratedConv2d(self.generator, in_channels, out_channels, kernel_size, stride, padding,
                                    dilation, bias=bias)
-        return plain_conv(in_channels, out_channels, kernel_size, stride, padding, bias, role, dilation)
+        return plain_conv(in_channels, out_channels, kernel_size, stride, padding, bias, role, dilation, groups)
 
 
 def _begin_pass(module: nn.Module, args) -> None:

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..csg import AUTHORS_TARGETS, ROLES, GeneratedConvFactory, SliceGenerator, attach_generator, convert
 from .registry import MODELS, AuthorsCSGInit, ModelEntry, register_model
-from . import cifar_resnet, densenet_bc, imagenet_densenet, imagenet_resnet  # noqa: F401  (registers)
+from . import cifar_resnet, densenet_bc, imagenet_densenet, imagenet_resnet, shufflenet_v2  # noqa: F401  (registers)
 
 __all__ = ["MODELS", "create_model", "get_model_entry", "list_models", "register_model", "resolve_targets"]
 
@@ -86,12 +86,19 @@ def init_csg(generator: SliceGenerator, scheme: str, authors: AuthorsCSGInit) ->
     * ``authors``: codes ~ N(authors.code_mean, 1): for the CIFAR ResNet their ``normal_(1/1000)``, which
       is mean 0.001 and std 1 (not std 0.001); elsewhere ``randn``. Kernels then have a large variance that
       BatchNorm absorbs.
+    * ``binary``: the generator of the authors' MobileNetV2/ShuffleNetV2 ``_bcsg`` files, ``sign(kaiming_normal)
+      * 0.5`` (with ``freeze: true`` it stays binary, as theirs), codes ``randn``.
     * ``scaled``: codes ~ N(0, s^2) with s per layer such that the generated kernel has the variance of a
       He (fan-out) initialised plain conv, 2 / (kh*kw*out).
     """
     if authors.generator == "kaiming_normal":
         torch.nn.init.kaiming_normal_(generator.weight)
-    if scheme == "authors":
+    if scheme == "binary":  # the authors' *_bcsg.py files: sign(kaiming_normal) / 2, codes randn
+        torch.nn.init.kaiming_normal_(generator.weight)
+        generator.weight.copy_(generator.weight.sign() * 0.5)
+        for layer in generator.layers:
+            layer.codes.normal_(0.0, 1.0)
+    elif scheme == "authors":
         for layer in generator.layers:
             layer.codes.normal_(authors.code_mean, 1.0)
     elif scheme == "scaled":
@@ -102,4 +109,4 @@ def init_csg(generator: SliceGenerator, scheme: str, authors: AuthorsCSGInit) ->
             kernel_std = math.sqrt(2.0 / (kh * kw * layer.out_channels))
             layer.codes.normal_(0.0, kernel_std / (math.sqrt(generator.code_size) * w_rms))
     else:
-        raise ValueError(f"unknown CSG init {scheme!r}; valid: authors, scaled")
+        raise ValueError(f"unknown CSG init {scheme!r}; valid: authors, scaled, binary")
