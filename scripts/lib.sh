@@ -16,7 +16,7 @@
 #   ACL="acl"            the command to call (e.g. "python -m acl_cli")
 #   EXTRA_SET="--set data.workers=8"   extra overrides for every run, resumed ones too
 #   POLL_S=2             how often (seconds) the local scheduler looks at running jobs
-#   SLURM (--sbatch): SBATCH_PARTITION, SBATCH_TIME (24:00:00), SBATCH_GPUS (1), SBATCH_CPUS (8), SBATCH_MEM
+#   SLURM (--sbatch): SBATCH_PARTITION, SBATCH_TIME (24:00:00), SBATCH_GPUS (1; 0 for none), SBATCH_CPUS (8), SBATCH_MEM
 #                     (32G), SBATCH_MAX_PARALLEL (tasks at once; default all), SBATCH_EXTRA (more #SBATCH lines)
 # A run whose directory holds final.json is skipped; one with last.pt is resumed, with the data root, epoch
 # budget and EXTRA_SET given now (a cluster may stage the data under a new path each time).
@@ -259,17 +259,17 @@ write_sbatch() {  # OUT/sweep.sbatch: one array task per job; OUT/report.sbatch:
     for var in "${SWEEP_VARS[@]}"; do
         [ -n "${!var+x}" ] && exports+="export $var=$(printf '%q' "${!var}")"$'\n'
     done
-    local limit="" partition=""
+    local limit="" partition="" gpus=""
     [ -n "${SBATCH_MAX_PARALLEL:-}" ] && limit="%$SBATCH_MAX_PARALLEL"
     [ -n "${SBATCH_PARTITION:-}" ] && partition="#SBATCH --partition=$SBATCH_PARTITION"$'\n'
+    [ "${SBATCH_GPUS:-1}" != 0 ] && gpus="#SBATCH --gpus=${SBATCH_GPUS:-1}"$'\n'  # 0: a CPU-only task
     local args
     args="$(printf '%q ' "$DATA_ROOT" "$EPOCHS" "$out_abs")"
     cat > "$OUT/sweep.sbatch" <<EOF
 #!/usr/bin/env bash
 #SBATCH --job-name=$(basename "$0" .sh)
 #SBATCH --array=0-$(( n - 1 ))$limit
-#SBATCH --gpus=${SBATCH_GPUS:-1}
-#SBATCH --cpus-per-task=${SBATCH_CPUS:-8}
+${gpus}#SBATCH --cpus-per-task=${SBATCH_CPUS:-8}
 #SBATCH --mem=${SBATCH_MEM:-32G}
 #SBATCH --time=${SBATCH_TIME:-24:00:00}
 ${partition}#SBATCH --requeue
