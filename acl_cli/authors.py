@@ -39,8 +39,12 @@ _SHUFFLENET_RULES = [
     (r"^code2$", "conv2.codes"),  # their CSG ShuffleNetV2 generates the final 1x1 conv only
 ]
 _GENERATOR = re.compile(r"(^|\.)(CSG|CLG)\.weight$")
-_RULES = {"resnet": _RESNET_RULES, "densenet": _DENSENET_RULES, "shufflenet": _SHUFFLENET_RULES}
-_KERNEL = {"resnet": 3, "densenet": 3, "shufflenet": 1}  # the slice window of their generators
+_MOBILENET_RULES = [
+    (r"^layers\.(\d+)\.code1$", r"layers.\1.conv1.codes"),  # mobilenetv2_bcsg.py: each block's expansion conv
+]
+_RULES = {"resnet": _RESNET_RULES, "densenet": _DENSENET_RULES, "shufflenet": _SHUFFLENET_RULES,
+          "mobilenet": _MOBILENET_RULES}
+_KERNEL = {"resnet": 3, "densenet": 3, "shufflenet": 1, "mobilenet": 1}  # the slice window of their generators
 
 
 def _family(arch: str) -> str:
@@ -54,7 +58,10 @@ def _family(arch: str) -> str:
         return "densenet"
     if module.endswith("shufflenet_v2"):
         return "shufflenet"
-    raise UserError(f"import-original supports the authors' CIFAR ResNets, DenseNet-BC and ShuffleNetV2, not {arch}")
+    if module.endswith("mobilenet_v2"):
+        return "mobilenet"
+    raise UserError(f"import-original supports the authors' CIFAR ResNets, DenseNet-BC, ShuffleNetV2 and "
+                    f"MobileNetV2, not {arch}")
 
 
 def _read(src: Path) -> dict[str, Any]:

@@ -31,7 +31,8 @@ GENERATOR_ATTR = "csg"  # where the generator lives on the model root
 # Every conv an architecture creates declares its role; a config picks which roles are generated. A role
 # may be refined with a suffix: the two 3x3 convs of a basic block are "block.first" and "block.second",
 # and the target "block" takes both (the authors' ImageNet ResNet-18 generated only the first).
-ROLES = ("stem", "block", "block.first", "block.second", "pointwise", "pointwise.head", "shortcut", "transition")
+ROLES = ("stem", "block", "block.first", "block.second", "pointwise", "pointwise.expand", "pointwise.head", "shortcut",
+         "transition")
 AUTHORS_TARGETS = ("block",)  # k x k convs inside residual / dense blocks: what the authors generate mostly
 
 

@@ -130,7 +130,7 @@ def test_refuses_what_does_not_fit(tmp_path, cli):
     res = cli("import-original", src, "--arch", "densenet_bc_40_12", "--out", tmp_path / "x.pt")
     assert res.exit_code == 2 and "does not fit densenet_bc_40_12" in res.stderr
     res = cli("import-original", src, "--arch", "resnet50", "--out", tmp_path / "x.pt")
-    assert res.exit_code == 2 and "supports the authors' CIFAR ResNets, DenseNet-BC and ShuffleNetV2" in res.stderr
+    assert res.exit_code == 2 and "supports the authors' CIFAR ResNets, DenseNet-BC, ShuffleNetV2 and MobileNetV2" in res.stderr
     broken = authors_resnet_state(model)
     broken["net"]["module.stage_1.0.code"] = torch.zeros(3, 72)
     torch.save(broken, src)

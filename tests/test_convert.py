@@ -161,3 +161,16 @@ def test_pretrained_weights_of_the_original_network_load_around_the_generated_ke
     from acl_cli.errors import UserError
     with pytest.raises(UserError, match="does not fit this model: .* problems, e.g. missing"):
         build_model(load_config(None, ['model.arch=torchvision:resnet18', f"model.pretrained={tmp_path / 'bad.pth'}"]))
+
+
+def test_a_timm_model_converts_like_its_torchvision_twin(cli):
+    """timm is an optional extra: skipped where it is not installed."""
+    pytest.importorskip("timm")
+    args = ["--slice-shape", "16,16,3,3", "--code-size", "128", "--format", "json"]
+    timm_count = json.loads(cli("count-params", "--arch", "timm:resnet18", *args).output)["total"]
+    assert timm_count == json.loads(cli("count-params", "--arch", "torchvision:resnet18", "--set",
+                                        "model.csg.targets=[block]", *args).output)["total"] == 1_609_256
+    model = create_model("timm:resnet18", num_classes=10, csg=SLICE_3x3).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), materialize(model)(x), rtol=1e-4, atol=1e-4)

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..csg import AUTHORS_TARGETS, ROLES, GeneratedConvFactory, SliceGenerator, attach_generator, convert
 from .registry import MODELS, AuthorsCSGInit, ModelEntry, register_model
-from . import cifar_resnet, densenet_bc, imagenet_densenet, imagenet_resnet, shufflenet_v2  # noqa: F401  (registers)
+from . import cifar_resnet, densenet_bc, imagenet_densenet, imagenet_resnet, mobilenet_v2, shufflenet_v2  # noqa: F401,E501
 
 __all__ = ["MODELS", "create_model", "get_model_entry", "list_models", "register_model", "resolve_targets"]
 
@@ -93,7 +93,7 @@ def init_csg(generator: SliceGenerator, scheme: str, authors: AuthorsCSGInit) ->
     """
     if authors.generator == "kaiming_normal":
         torch.nn.init.kaiming_normal_(generator.weight)
-    if scheme == "binary":  # the authors' *_bcsg.py files: sign(kaiming_normal) / 2, codes randn
+    if scheme == "binary" or (scheme == "authors" and authors.generator == "binary"):  # their *_bcsg.py files
         torch.nn.init.kaiming_normal_(generator.weight)
         generator.weight.copy_(generator.weight.sign() * 0.5)
         for layer in generator.layers:

@@ -11,7 +11,7 @@ from torch import nn
 @dataclass(frozen=True)
 class AuthorsCSGInit:
     """How the ACL authors initialised the generator and codes for an architecture family."""
-    generator: str  # "kaiming_normal" or "linear_default" (nn.Linear's kaiming-uniform, a=sqrt(5))
+    generator: str  # "kaiming_normal", "linear_default" (nn.Linear's kaiming-uniform, a=sqrt(5)) or "binary"
     code_mean: float  # codes ~ N(code_mean, 1)
 
 
