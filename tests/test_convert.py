@@ -51,13 +51,12 @@ def test_a_converted_torchvision_model_is_exact_trains_and_exports(name, csg):
     plain_twin.load_state_dict(plain.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(plain_twin.eval()(x), got, rtol=1e-4, atol=1e-4)
-    if name in ("resnet18", "mobilenet_v2"):  # one training step moves codes and generator
-        model.train()
-        before = model.csg.weight.detach().clone()
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        nn.functional.cross_entropy(model(x), torch.tensor([1, 2])).backward()
-        opt.step()
-        assert not torch.equal(before, model.csg.weight)
+    model.train()  # one training step moves codes and generator
+    before = model.csg.weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    nn.functional.cross_entropy(model(x), torch.tensor([1, 2])).backward()
+    opt.step()
+    assert not torch.equal(before, model.csg.weight)
 
 
 def test_the_zoo_and_a_converted_twin_are_the_same_network(cli):
@@ -128,6 +127,27 @@ def test_a_user_factory_trains_and_evaluates_from_the_cli(tmp_path, cli, monkeyp
     assert "my_nets:tiny CSG" in res.output
     ev = json.loads(cli("eval", tmp_path / "run", "--format", "json").output)
     assert ev["samples"] == 359 and ev["params"] == json.loads((tmp_path / "run" / "final.json").read_text())["params"]
+    # downstream on a converted model: resume, export (plain state_dict and TorchScript), bench
+    res = cli("train", "--resume", tmp_path / "run", "--set", "train.epochs=2")
+    assert res.exit_code == 0 and "epoch   2/2" in res.output, res.output
+    assert cli("export", tmp_path / "run", "--out", tmp_path / "plain.pt").exit_code == 0
+    import my_nets
+
+    plain = my_nets.tiny(num_classes=10)
+    plain.load_state_dict(torch.load(tmp_path / "plain.pt", weights_only=True))  # the user's own, unconverted
+    from acl_cli.engine import load_model
+
+    converted, _, _ = load_model(tmp_path / "run")
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.eval()(x), converted(x), rtol=1e-4, atol=1e-4)
+    assert cli("export", tmp_path / "run", "--out", tmp_path / "m.ts", "--format", "torchscript").exit_code == 0
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(tmp_path / "m.ts")(x), converted(x), rtol=1e-4, atol=1e-4)
+    bench = json.loads(cli("bench", "--config", cfg, "--device", "cpu", "--batch-size", "8", "--steps", "1",
+                           "--repeats", "1", "--format", "json").output)
+    assert bench["csg"]["params"] == ev["params"] and bench["original"]["params"] == sum(
+        p.numel() for p in my_nets.tiny(num_classes=10).parameters())
 
 
 @pytest.mark.slow

@@ -71,3 +71,24 @@ def test_sigterm_stops_every_process_at_one_agreed_step_and_resumes(tmp_path):
     res = _torchrun("train", "--resume", run, "--set", "train.epochs=3")
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((run / "final.json").read_text())["epochs"] == 3
+
+
+@pytest.mark.slow
+def test_a_converted_user_model_trains_under_torchrun(tmp_path, cli, monkeypatch):
+    """Converted networks go through DDP like the zoo: a user's factory, CSG, two gloo processes."""
+    (tmp_path / "ddp_nets.py").write_text(
+        "from torch import nn\n"
+        "def tiny(num_classes=10):\n"
+        "    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),\n"
+        "                         nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = tmp_path / "ddp"
+    sets = [a for s in SETS + ["model.arch=ddp_nets:tiny", "model.csg={slice_shape: [8, 8, 3, 3], code_size: 8}",
+                               "train.epochs=1"] for a in ("--set", s)]
+    res = _torchrun("train", "--config", "configs/quickstart.yaml", "--out", run, *sets)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((run / "final.json").read_text())["val_samples"] == 206 // 4
+    single = json.loads(cli("eval", run / "last.pt", "--format", "json").output)
+    assert single["samples"] == 206 // 4
