@@ -105,3 +105,10 @@ def test_a_checkpoint_in_their_mobilenet_format_imports_exactly(tmp_path, cli):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(imported(x), ours(x))
+
+
+def test_a_file_of_another_family_or_size_is_refused(tmp_path, cli):
+    for arch in ("mobilenet_v2_cifar", "shufflenet_v2_1_0"):
+        res = cli("import-original", FIXTURES / "shufflenetv2_0_5_csg.t7", "--arch", arch, "--out", tmp_path / "x.pt")
+        assert res.exit_code == 2 and "does not fit" in res.stderr, res.output
+        assert not (tmp_path / "x.pt").exists()
