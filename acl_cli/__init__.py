@@ -4,11 +4,20 @@ Library API (the CLI is a thin layer over it)::
 
     from acl_cli import create_model, materialize, load_config
     model = create_model("resnet56", num_classes=10, csg={"slice_shape": [12, 12, 3, 3], "code_size": 72})
-"""
-from .config import Config, load_config
-from .csg import GeneratedConv2d, SliceGenerator, materialize
-from .models import create_model, list_models, register_model
 
-__all__ = ["Config", "GeneratedConv2d", "SliceGenerator", "create_model", "list_models", "load_config",
-           "materialize", "register_model"]
+The names are imported on first use (PEP 562), so ``import acl_cli.cli`` does not load torch: the command
+line answers Ctrl-C cleanly from its first moment.
+"""
+from importlib import import_module
+
+_EXPORTS = {"Config": ".config", "load_config": ".config", "GeneratedConv2d": ".csg", "SliceGenerator": ".csg",
+            "materialize": ".csg", "convert": ".csg", "create_model": ".models", "list_models": ".models",
+            "register_model": ".models"}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module 'acl_cli' has no attribute {name!r}")

@@ -363,5 +363,14 @@ def list_models_cmd(show_all):
             click.echo(f"torchvision:{name}")
 
 
+def run() -> None:
+    """The ``acl`` executable: ``main``, and a Ctrl-C while Python is still importing it is a clean exit too."""
+    try:
+        main(prog_name="acl")
+    except KeyboardInterrupt:  # before click's own handling is in place (imports at start-up)
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()
