@@ -28,6 +28,12 @@ class ConfigError(UserError):
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of YAML; anything this large is not one
 MAX_YAML_VALUES = 100_000  # values after expanding aliases: refuses "billion laughs" documents
 SEED_LIMIT = 2**32
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d{1,3})?"  # train.device and every --device
+# Settings that change how a run is carried out, not what it computes: a resume may change them, and
+# acl report groups runs that differ only in these (and their seed).
+NOT_COMPUTATIONAL = ("train.progress", "train.log_every_steps", "train.checkpoint_every_steps", "train.device",
+                     "train.compile", "train.compile_mode", "data.root", "data.download", "data.workers",
+                     "data.eval_batch_size")
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -73,7 +79,7 @@ class ModelConfig:
         try:
             entry = get_model_entry(self.arch)
         except ValueError as e:
-            raise ConfigError(f"{path}.arch: {str(e).replace(repr(self.arch), quote(self.arch), 1)}") from None
+            raise ConfigError(f"{path}.arch: {e}") from None
         if self.num_classes is None:
             self.num_classes = entry.num_classes
         if self.num_classes < 1:
@@ -185,7 +191,7 @@ class TrainConfig:
             raise ConfigError(f"{path}.seed: must be in [0, 2**32), got {self.seed}")
         if self.log_every_steps < 1:
             raise ConfigError(f"{path}.log_every_steps: must be >= 1, got {self.log_every_steps}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not re.fullmatch(DEVICE_PATTERN, self.device):
             raise ConfigError(f"{path}.device: expected auto, cpu, cuda or cuda:N, got {quote(self.device)}")
 
 
@@ -296,10 +302,6 @@ def from_dict(cls: type, data: Any, path: str = "config") -> Any:
 # Files and overrides
 
 
-class _CountingLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, which we let construct a document only after measuring it."""
-
-
 def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
     """Values in ``node`` with every alias expanded; computed per distinct node, so bombs cost nothing here."""
     if id(node) not in memo:
@@ -311,8 +313,9 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
 
 
 def parse_yaml(text: str, where: str) -> Any:
-    """Safe YAML (no tags that run code), refusing documents that expand past ``MAX_YAML_VALUES`` values."""
-    loader = _CountingLoader(text)
+    """Safe YAML (no tags that run code), refusing documents that expand past ``MAX_YAML_VALUES`` values:
+    the document is composed and measured before anything is constructed."""
+    loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:

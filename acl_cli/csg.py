@@ -258,10 +258,16 @@ class GeneratedConvFactory:
         self.generator = generator
         self.targets = frozenset(targets)
 
+    def generates(self, kernel_size, role: str, groups: int = 1) -> bool:
+        """Whether a conv of this kernel, role and grouping is generated: the one rule, for the zoo and for
+        :func:`convert`. Grouped and depthwise convs never are (a slice would mostly be cropped from their
+        ``(out, in/groups, kh, kw)`` kernels)."""
+        return groups == 1 and role_targeted(role, self.targets) and _pair(kernel_size) == self.generator.slice_shape[2:]
+
     def __call__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int = 0, bias: bool = False, role: str = "block", dilation: int = 1,
                  groups: int = 1) -> nn.Module:
-        if groups == 1 and role_targeted(role, self.targets) and _pair(kernel_size) == self.generator.slice_shape[2:]:
+        if self.generates(kernel_size, role, groups):
             return GeneratedConv2d(self.generator, in_channels, out_channels, kernel_size, stride, padding,
                                    dilation, bias=bias)
         return plain_conv(in_channels, out_channels, kernel_size, stride, padding, bias, role, dilation, groups)
@@ -303,12 +309,9 @@ def generated_convs(model: nn.Module) -> list[tuple[str, GeneratedConv2d]]:
 
 def conv_role(conv: nn.Conv2d, first: bool) -> str:
     """A plain conv's role, read off the conv itself: the first in module order sees the image ("stem");
-    grouped and depthwise convs are "grouped" and never generated (a 16x16 slice would mostly be cropped
-    from their (out, in/groups, kh, kw) kernels); 1x1 convs are "pointwise", other k x k ones "block"."""
+    1x1 convs are "pointwise", other k x k ones "block" (grouped ones are never generated, whatever their role)."""
     if first:
         return "stem"
-    if conv.groups > 1:
-        return "grouped"
     return "pointwise" if _pair(conv.kernel_size) == (1, 1) else "block"
 
 
@@ -316,22 +319,23 @@ def convert(model: nn.Module, slice_shape: Sequence[int], code_size: int, target
             layout: str = "flat") -> SliceGenerator:
     """Replace the eligible ``nn.Conv2d``s of any model by generated convs sharing one generator on its root.
 
-    A conv is eligible when its role (:func:`conv_role`) is targeted, its kernel is the slice window, and its
-    padding mode is zeros. Stride, padding, dilation and bias (its values too) are kept. Returns the
-    generator; a model with nothing eligible is a ValueError naming the convs it has.
+    A conv is eligible by the zoo's rule (:meth:`GeneratedConvFactory.generates`, its role from
+    :func:`conv_role`) and when its padding mode is zeros. Stride, padding, dilation and bias (its values too)
+    are kept. Returns the generator; a model with nothing eligible is a ValueError naming the convs it has.
     """
     generator = SliceGenerator(slice_shape, code_size, layout)
+    factory = GeneratedConvFactory(generator, targets)
     convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     present: dict[str, int] = {}
     for i, (name, conv) in enumerate(convs):
         role = conv_role(conv, i == 0)
         kh, kw = _pair(conv.kernel_size)
-        present[f"{role} {kh}x{kw}"] = present.get(f"{role} {kh}x{kw}", 0) + 1
-        if (role == "grouped" or not role_targeted(role, targets) or (kh, kw) != generator.slice_shape[2:]
-                or conv.padding_mode != "zeros"):
+        kind = f"{'grouped' if conv.groups > 1 else role} {kh}x{kw}"
+        present[kind] = present.get(kind, 0) + 1
+        if conv.padding_mode != "zeros" or not factory.generates(conv.kernel_size, role, conv.groups):
             continue
-        generated = GeneratedConv2d(generator, conv.in_channels, conv.out_channels, (kh, kw), conv.stride,
-                                    conv.padding, conv.dilation, bias=conv.bias is not None)
+        generated = factory(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                            bias=conv.bias is not None, role=role, dilation=conv.dilation)
         if conv.bias is not None:
             with torch.no_grad():
                 generated.bias.copy_(conv.bias)

@@ -209,7 +209,7 @@ def load_raw_splits(cfg: DataConfig, num_classes: int) -> RawSplits:
         return RawSplits(train, None, test, "none", train.classes, {"train": "synthetic", "test": "synthetic test"})
     root = Path(cfg.root)
     folders = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
-    if "train" not in folders and len(folders) == 0:
+    if not folders:
         raise UserError(f"{name}: no training folder at {root / 'train'} (expected {root}/train/<class>/<image>, "
                         f"and {root}/val or {root}/test for evaluation)")
     what = {"train": "training", "val": "validation", "test": "test"}

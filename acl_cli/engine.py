@@ -26,7 +26,8 @@ from tqdm import tqdm
 from . import distributed, rundir
 from .checkpoint import (copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
                          write_text)
-from .config import Config, ConfigError, OptimConfig, ScheduleConfig, build_config, flatten, quote
+from .config import (DEVICE_PATTERN, NOT_COMPUTATIONAL, Config, ConfigError, OptimConfig, ScheduleConfig,
+                     build_config, flatten, quote)
 from .csg import GENERATOR_ATTR, GeneratedConv2d, SliceGenerator, find_generator, generated_convs
 from .data import DeviceLoader, build_splits, check_images, eval_loader, train_loader
 from .errors import UserError, one_line
@@ -47,7 +48,7 @@ class TrainingInterrupted(UserError):
 
 
 def resolve_device(name: str) -> torch.device:
-    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", name):
+    if not re.fullmatch(DEVICE_PATTERN, name):
         raise UserError(f"device {quote(name)}: expected auto, cpu, cuda or cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -266,20 +267,19 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 # What a resume may change: none of these alters the model, the data stream or the updates already
 # applied. The learning rate and schedule are rebuilt at the step reached, as a fresh run would have them.
-RESUMABLE = ("train.epochs", "train.progress", "train.log_every_steps", "train.checkpoint_every_steps",
-             "train.device", "train.compile", "train.compile_mode", "data.root", "data.download", "data.workers",
-             "data.eval_batch_size", "optim.lr", "schedule")
+RESUMABLE = ("train.epochs", *NOT_COMPUTATIONAL, "optim.lr", "schedule")
 
 
 def changed_settings(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     """``{dotted key: (old, new)}`` for every setting that differs."""
     a, b = flatten(old.to_dict()), flatten(new.to_dict())
-    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k, a) != b.get(k, b)}
+    absent = object()  # a key only one side has (model.csg null on one, a mapping on the other) differs too
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k, absent) != b.get(k, absent)}
 
 
 def resume_config(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> Config:
     """The config stored in a run's ``last.pt`` with overrides applied; refuses changes a resume cannot honour."""
-    from .config import apply_overrides, quote
+    from .config import apply_overrides
 
     _check_run_dir(Path(run_dir), resume=True, overwrite=False)
     state = load_checkpoint(Path(run_dir) / "last.pt")
@@ -719,7 +719,7 @@ class _Run:
                  f"{row['epoch_time']:.1f}s{'  *best' if is_best else ''}")
 
     def _finish(self) -> dict[str, Any]:
-        cfg, progress, val = self.cfg, self.progress, self.val
+        progress, val = self.progress, self.val
         final = {"val_top1": val.get("top1"), "val_top5": val.get("top5"), "val_loss": val.get("loss"),
                  "val_samples": val.get("samples"), "val_source": self.splits.sources["val"],
                  "best_val_top1": progress["best_top1"], "params": self.report.total, "epochs": progress["epoch"],

@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, build_config, flatten, load_raw
+from .config import NOT_COMPUTATIONAL, ConfigError, build_config, flatten, load_raw
 from .errors import UserError
 from .rundir import check_output_file
 
@@ -28,10 +28,7 @@ def _selected_on(run: Path, cfg) -> str:
         return "the dataset's val/ or test set"
 
 
-# Settings that do not change what a run computes: runs differing only in these (and the seed) are one group.
-_NOT_THE_EXPERIMENT = ("train.seed", "data.root", "data.download", "data.workers", "data.eval_batch_size",
-                       "train.device", "train.progress", "train.log_every_steps", "train.checkpoint_every_steps",
-                       "train.compile", "train.compile_mode")
+_NOT_THE_EXPERIMENT = ("train.seed", *NOT_COMPUTATIONAL)  # runs differing only in these are one group
 GROUP_COLUMNS = ["group", "arch", "csg", "params", "compression", "n", "seeds", "best_top1", "best_top1_std",
                  "final_top1", "final_top1_std", "selected_on"]
 
@@ -42,7 +39,7 @@ def is_run_dir(path: str | Path) -> bool:
 
 def collect(run_dir: str | Path) -> dict[str, Any]:
     run = Path(run_dir)
-    if not (run / "config.yaml").is_file() or not (run / "params.json").is_file():
+    if not is_run_dir(run):
         raise UserError(f"{run} is not a run directory (no config.yaml / params.json)")
     try:
         raw = load_raw(run / "config.yaml")

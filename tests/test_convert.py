@@ -78,8 +78,10 @@ def test_mobilenet_v2_pointwise_count_from_a_config(tmp_path, cli):
 
 def test_roles_are_read_off_the_conv_and_a_model_with_nothing_eligible_is_refused(cli):
     first, dw, pw, block = (nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 3))
-    assert [conv_role(first, True), conv_role(dw, False), conv_role(pw, False), conv_role(block, False)] == [
-        "stem", "grouped", "pointwise", "block"]
+    assert [conv_role(first, True), conv_role(pw, False), conv_role(block, False)] == ["stem", "pointwise", "block"]
+    depthwise = nn.Sequential(first, dw, pw)  # a depthwise 3x3 is a "block" by shape but is never generated
+    with pytest.raises(ValueError, match=r"this model has stem 3x3 \(1\), grouped 3x3 \(1\), pointwise 1x1 \(1\)"):
+        convert(depthwise, [8, 8, 3, 3], 8)
     res = cli("count-params", "--arch", "torchvision:regnet_y_400mf", "--slice-shape", "16,16,3,3", "--code-size", "8")
     assert res.exit_code == 2
     assert "this model has stem 3x3 (1), pointwise 1x1 (68), grouped 3x3 (16) (grouped convs are never generated)" \

@@ -1,5 +1,6 @@
 """Interruption: SIGKILL at random moments and SIGINT both leave a run that resumes bit-identically."""
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -39,4 +40,7 @@ def test_sigterm_writes_last_pt_and_prints_how_to_resume(tmp_path):
     assert proc.returncode == 130
     assert f"Resume with: acl train --resume {run}" in err and "SIGTERM received" in err
     from acl_cli.checkpoint import load_checkpoint
+    from acl_cli.rundir import RunLock
     assert load_checkpoint(run / "last.pt")["progress"]["step"] >= 1
+    with RunLock(run):  # the stopped run's lock went with it: the next writer takes it at once
+        assert (run / ".lock").read_text().strip() == str(os.getpid())

@@ -90,7 +90,7 @@ def test_report_groups_seeds_into_mean_and_std(tmp_path, cli):
     assert g["best_top1"] == round(statistics.mean(top1), 2) and g["best_top1_std"] == round(statistics.stdev(top1), 2)
     assert by_name["r20_tile"]["n"] == 1 and by_name["r20_tile"]["best_top1_std"] is None
     text = cli("report", *sorted(tmp_path.iterdir())).output
-    assert "Grouped over seeds" in text and f"| r20 | resnet20 |" in text
+    assert "Grouped over seeds" in text and "| r20 | resnet20 |" in text
     assert f"| 3 | {statistics.mean(top1):.2f} ± {statistics.stdev(top1):.2f} |" in text
     png = tmp_path / "groups.png"
     assert cli("report", *sorted(tmp_path.iterdir()), "--plot", png).exit_code == 0 and png.stat().st_size > 0

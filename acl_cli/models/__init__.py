@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..csg import AUTHORS_TARGETS, ROLES, GeneratedConvFactory, SliceGenerator, attach_generator, convert
+from ..config import quote
 from .registry import MODELS, AuthorsCSGInit, ModelEntry, register_model
 from . import cifar_resnet, densenet_bc, imagenet_densenet, imagenet_resnet, mobilenet_v2, shufflenet_v2  # noqa: F401,E501
 
@@ -25,8 +26,8 @@ def get_model_entry(arch: str) -> ModelEntry:
     if ":" in arch:
         from .external import external_entry
         return external_entry(arch)
-    raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(list_models())}, or torchvision:NAME, timm:NAME, "
-                     "package.module:factory")
+    raise ValueError(f"unknown arch {quote(arch)}; valid: {', '.join(list_models())}, or torchvision:NAME, "
+                     "timm:NAME, package.module:factory")
 
 
 def resolve_targets(targets: str | list[str], arch: str | None = None) -> tuple[str, ...]:

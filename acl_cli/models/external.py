@@ -9,6 +9,7 @@ import functools
 import importlib
 import inspect
 
+from ..config import quote
 from .registry import DEFAULT_CSG_INIT, ModelEntry
 
 PREFIXES = {
@@ -23,7 +24,7 @@ def _torchvision(name: str) -> ModelEntry:
 
     known = torchvision.models.list_models(module=torchvision.models)
     if name not in known:
-        raise ValueError(f"unknown torchvision model {name!r}; torchvision has {len(known)} classification models, "
+        raise ValueError(f"unknown torchvision model {quote(name)}; torchvision has {len(known)} classification models, "
                          f"e.g. {', '.join(known[:4])} (acl list-models --all lists them)")
 
     def constructor(num_classes: int = 1000):
@@ -39,7 +40,7 @@ def _timm(name: str) -> ModelEntry:
     except ImportError:
         raise ValueError(f"timm:{name} needs timm: pip install -e '.[timm]' (or pip install timm)") from None
     if not timm.is_model(name):
-        raise ValueError(f"unknown timm model {name!r}; see timm.list_models()")
+        raise ValueError(f"unknown timm model {quote(name)}; see timm.list_models()")
 
     def constructor(num_classes: int = 1000):
         return timm.create_model(name, pretrained=False, num_classes=num_classes)
@@ -73,7 +74,7 @@ def external_entry(arch: str) -> ModelEntry:
     """The entry of a prefixed name; ValueError with a one-line reason if it cannot be had."""
     prefix, _, name = arch.partition(":")
     if not name:
-        raise ValueError(f"unknown arch {arch!r}: after ':' a model name is needed")
+        raise ValueError(f"unknown arch {quote(arch)}: after ':' a model name is needed")
     if prefix == "torchvision":
         return _torchvision(name)
     if prefix == "timm":
