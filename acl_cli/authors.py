@@ -9,16 +9,14 @@ fit the named architecture is refused, never partially loaded.
 from __future__ import annotations
 
 import math
-import pickle
 import re
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import save_checkpoint
+from .checkpoint import save_checkpoint, torch_load
 from .config import Config, CSGConfig, DataConfig, ModelConfig, quote
 from .errors import UserError
 from .models import create_model, get_model_entry
@@ -65,12 +63,9 @@ def _family(arch: str) -> str:
 
 
 def _read(src: Path) -> dict[str, Any]:
-    if not src.is_file():
+    if not src.exists():
         raise UserError(f"checkpoint not found: {src}")
-    try:
-        data = torch.load(src, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError):
-        raise UserError(f"{src} is not a readable PyTorch checkpoint of plain data") from None
+    data = torch_load(src, "PyTorch checkpoint")
     net = data.get("net") if isinstance(data, dict) else None
     if not isinstance(net, dict) or not all(isinstance(v, torch.Tensor) for v in net.values()):
         raise UserError(f"{src} is not in the authors' format (a dict with a 'net' state_dict)")

@@ -6,8 +6,7 @@ import os
 import pickle
 import random
 import re
-import shutil
-import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,39 +15,10 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .files import atomic_write, check_regular
 
 FORMAT = "acl-checkpoint"
 VERSION = 1
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same folder, fsync, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open would honour the umask
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Replace a text file atomically (temp + fsync + rename): a kill leaves the old file or the new one."""
-    try:
-        atomic_write(Path(path), lambda f: f.write(text.encode()))
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
@@ -63,39 +33,55 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
         raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; the previous one is untouched") from None
 
 
-def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    def copy(f) -> None:
-        with open(src, "rb") as source:
-            shutil.copyfileobj(source, f)
-
+def check_zip_sizes(path: Path, size: int) -> None:
+    """Refuse a zip whose entries declare more data than the file holds: torch.save stores its tensors
+    uncompressed, so only a crafted file (one deflated 2 GB tensor in 2 MB) declares more, and torch.load
+    would allocate all of it before noticing anything."""
     try:
-        atomic_write(Path(dst), copy)
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a zip (a legacy torch.save file, or no checkpoint at all): torch.load says which
+    if declared > size:
+        raise UserError(f"refusing to load {path}: its entries declare {declared:,} bytes in a {size:,}-byte file "
+                        "(compressed data torch.save never writes: a zip bomb?)")
+
+
+def torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load`` of plain data (``weights_only``) from a regular file, never a FIFO or a device, with
+    its declared sizes checked first; each failure is one line naming the file."""
+    path = Path(path)
+    size = check_regular(path, what).st_size
+    check_zip_sizes(path, size)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's warnings about old or odd pickles would add lines
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if unsafe:
+            raise UserError(f"refusing to load {path}: it would import {unsafe.group(1)} (checkpoints must be "
+                            "plain data)") from None
+        raise UserError(f"{path} is not a readable {what} (truncated or another format)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, TypeError, AttributeError, IndexError):
+        raise UserError(f"{path} is not a readable {what} (truncated or another format)") from None
+    except MemoryError:
+        raise UserError(f"{path}: not enough memory to load it") from None
     except OSError as e:
-        raise UserError(f"cannot write checkpoint {dst}: {e.strerror or e}; the previous one is untouched") from None
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load an acl checkpoint (a file, or a run directory: its best.pt, else last.pt) without running code."""
     path = Path(path)
     if path.is_dir():
-        found = next((path / n for n in ("best.pt", "last.pt") if (path / n).is_file()), None)
+        found = next((path / n for n in ("best.pt", "last.pt") if (path / n).exists()), None)
         if found is None:
             raise UserError(f"no checkpoint in {path} (looked for best.pt and last.pt)")
         path = found
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise UserError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if unsafe:
-            raise UserError(f"refusing to load {path}: it would import {unsafe.group(1)} (checkpoints must be "
-                            "plain data)") from None
-        raise UserError(f"{path} is not a readable checkpoint (truncated or another format)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError):
-        raise UserError(f"{path} is not a readable checkpoint (truncated or another format)") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    state = torch_load(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not an acl checkpoint (no '{FORMAT}' marker); "
                         "files from the authors' code need converting first")

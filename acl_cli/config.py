@@ -10,6 +10,7 @@ import difflib
 import math
 import os
 import re
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from .errors import UserError
+from .files import read_bytes
 
 
 class ConfigError(UserError):
@@ -103,6 +105,7 @@ class DataConfig:
     synthetic_size: int = 1024  # synthetic: training images (the held-out split is a quarter of it)
 
     def validate(self, path: str) -> None:
+        self.root = os.path.expanduser(self.root)  # --set data.root=~/data: no shell expands it there
         if not 0.0 <= self.val_split < 1.0:
             raise ConfigError(f"{path}.val_split: must be in [0, 1), got {self.val_split}")
         for key in ("batch_size", "eval_batch_size", "image_size", "train_subset", "synthetic_size"):
@@ -326,6 +329,10 @@ def parse_yaml(text: str, where: str) -> Any:
         return loader.construct_document(node)
     except RecursionError:
         raise ConfigError(f"{where}: YAML nested too deeply") from None
+    except ValueError as e:  # a number of thousands of digits: Python refuses to convert it
+        if "digits" not in str(e):
+            raise
+        raise ConfigError(f"{where}: a number with more than 4,300 digits; no setting takes such a value") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
@@ -337,17 +344,23 @@ def parse_yaml(text: str, where: str) -> Any:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is too large for a config file")
-        text = path.read_text(encoding="utf-8")
+        st = path.stat()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a directory, not a config file") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not a text file (a YAML config is expected)") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{path} is a directory, not a config file")
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {st.st_size:,} bytes is too large for a config file")
+    try:  # a regular file only (/dev/zero or a FIFO would never end), at most the cap
+        data = read_bytes(path, MAX_CONFIG_BYTES, "config file")
+    except UserError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file (a YAML config is expected)") from None
     data = parse_yaml(text, str(path))
     if data is None:
         return {}

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import shlex
 import signal
@@ -24,13 +25,13 @@ from torch import nn
 from tqdm import tqdm
 
 from . import distributed, rundir
-from .checkpoint import (copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
-                         write_text)
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, torch_load
 from .config import (DEVICE_PATTERN, NOT_COMPUTATIONAL, Config, ConfigError, OptimConfig, ScheduleConfig,
                      build_config, flatten, quote)
 from .csg import GENERATOR_ATTR, GeneratedConv2d, SliceGenerator, find_generator, generated_convs
 from .data import DeviceLoader, build_splits, check_images, eval_loader, train_loader
 from .errors import UserError, one_line
+from .files import read_text, write_text
 from .models import create_model
 from .params import format_report, report_for_config
 
@@ -79,11 +80,9 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
     """The weights of the original network (a plain state_dict, such as torchvision's ``.pth``) into
     ``model``: every tensor except the generated convs' kernels, which their codes replace."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"model.pretrained: {path} not found") from None
-    except Exception:  # a pickle that would run code, a truncated file, another format
-        raise UserError(f"model.pretrained: {path} is not a readable state_dict of plain tensors") from None
+        state = torch_load(path, "state_dict")
+    except UserError as e:
+        raise UserError(f"model.pretrained: {e}") from None
     if isinstance(state, dict) and state.get("format") == "acl-checkpoint":
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -250,16 +249,11 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         if not (run_dir / "last.pt").is_file():
             raise UserError(f"cannot resume: {run_dir / 'last.pt'} does not exist")
+        rundir.check_tb_not_a_link(run_dir)
     elif overwrite:
         rundir.check_replaceable(run_dir)
-    elif run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} is a file")
-    elif run_dir.exists() and any(p.name != rundir.LOCK for p in run_dir.iterdir()):
-        if (run_dir / "last.pt").is_file():
-            how = f"use --resume {shlex.quote(str(run_dir))} to continue it, --overwrite to replace it"
-        else:  # it stopped before its first checkpoint: there is nothing to resume
-            how = "it has no checkpoint to resume; use --overwrite to start it again"
-        raise UserError(f"run directory {run_dir} already exists; {how}, or --out for another folder")
+    else:
+        rundir.check_new_run(run_dir)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,6 +293,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: 
     ``resume`` continues from ``run_dir/last.pt`` exactly where it stopped. ``stop_after_steps`` ends this
     call cleanly after that many steps (a checkpoint is written), as SIGINT or SIGTERM would.
     """
+    cfg = copy.deepcopy(cfg)
+    cfg.data.root = os.path.abspath(cfg.data.root)  # stored so: eval and resume from elsewhere read the same data
     with _stop_on_signals() as stop:
         env, device = distributed.setup(resolve_device(cfg.train.device))
         try:
@@ -413,13 +409,18 @@ class _Run:
             "epoch_sums": [0.0, 0, 0, 0],  # loss sum, top-1, images, top-5 of the epoch so far (this process)
             "history": [],  # one metrics row per finished epoch: metrics.csv is written from it
             "pending": None,  # the row of an epoch trained but not yet evaluated
+            "lr": None,  # the rate of the last step taken
             "train_images": len(self.splits.train), "steps_per_epoch": self.steps_per_epoch}
         self.stats = _EpochStats(device, self.steps_per_epoch, cfg.model.num_classes)
         if resume:
             self._restore()
-        if self.progress["epoch"] >= cfg.train.epochs and not self.progress["pending"]:
+        done = self.progress["epoch"] >= cfg.train.epochs and not self.progress["pending"]
+        if done and (run_dir / "final.json").exists():
             raise UserError(f"{run_dir} already finished {self.progress['epoch']} epochs; to train longer: "
                             f"acl train --resume {shlex.quote(str(run_dir))} --set train.epochs=N")
+        if resume:  # a run killed after its last checkpoint but before its last records only writes those
+            self.log(f"resuming {run_dir} " + ("to write its final records" if done else
+                     f"at epoch {self.progress['epoch'] + 1}, step {self.progress['step']}"))
         self.train_model: nn.Module = self.model  # ``model`` stays plain: checkpoints carry no wrapper prefixes
         if env.enabled:  # gradient_as_bucket_view: gradients live in the all-reduce buckets, no copy per step
             self.train_model = nn.parallel.DistributedDataParallel(
@@ -429,7 +430,6 @@ class _Run:
             self.train_model = torch.compile(self.train_model, mode=cfg.train.compile_mode)
         self.writer: Any = _NullWriter()
         self.steps_this_call = 0
-        self.val: dict[str, float] = {}
 
     # ---- setup (nothing written)
 
@@ -499,7 +499,6 @@ class _Run:
             self.log(f"schedule rebuilt for the new settings; lr now {self.optimizer.param_groups[0]['lr']:.4g}")
         set_rng_state(state["rng"])
         self.stats.last_good = f"last good checkpoint: {path} (step {progress['step']})"
-        self.log(f"resuming {self.run_dir} at epoch {progress['epoch'] + 1}, step {progress['step']}")
 
     # ---- the run directory
 
@@ -509,64 +508,82 @@ class _Run:
         if not self.main:
             yield
             return
-        from torch.utils.tensorboard import SummaryWriter
-
-        run_dir, cfg = self.run_dir, self.cfg
+        run_dir = self.run_dir
+        created = not run_dir.exists()
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create run directory {run_dir}: {e.strerror or e}") from None
-        with rundir.RunLock(run_dir):
-            # checked again under the lock: another process may have written here while this one prepared
-            if self.resume:
-                if (run_dir / "last.pt").stat().st_mtime_ns != self.restored_from:
-                    raise UserError(f"{run_dir / 'last.pt'} changed while this run prepared; run the command again")
-            else:
-                _check_run_dir(run_dir, resume=False, overwrite=self.overwrite)
-            try:
-                if self.overwrite and not self.resume:
-                    rundir.clear(run_dir)
-                rundir.remove_stale_temps(run_dir)
-            except OSError as e:
-                raise UserError(f"cannot prepare run directory {run_dir}: {e.strerror or e}") from None
-            write_text(run_dir / "config.yaml", cfg.to_yaml())
-            write_text(run_dir / "params.json", json.dumps(self.report.to_dict(per_layer=True), indent=2))
-            write_text(run_dir / "metrics.csv", _metrics_csv(self.progress["history"]))
-            self._write_run_record()
-            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=self.progress["step"] if self.resume else None)
-            if not self.resume:
-                self.writer.add_text("params", format_report(self.report, "markdown"))
-                self.writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "```")
-                _write_hparams(self.writer, cfg, self.report.total)
-            try:
-                yield
-            finally:
-                self.writer.close()
+        try:
+            with rundir.RunLock(run_dir):
+                self._take_over(run_dir)
+                try:
+                    yield
+                except BaseException:
+                    if not self.resume and self.progress["step"] == 0:  # failed before its first step (an image
+                        self.writer.close()  # that cannot be decoded, a model that does not take the data)
+                        rundir.clear(run_dir)  # leaves nothing behind: the rerun needs no --overwrite
+                    raise
+                finally:
+                    self.writer.close()
+        finally:
+            if created and not self.resume and self.progress["step"] == 0:
+                rundir.remove_if_only_lock(run_dir)
+
+    def _take_over(self, run_dir: Path) -> None:
+        """Under the lock: check again (another process may have written here while this one prepared), clear
+        what ``--overwrite`` replaces, then write the run record first and the run's files."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        cfg = self.cfg
+        if self.resume:
+            if (run_dir / "last.pt").stat().st_mtime_ns != self.restored_from:
+                raise UserError(f"{run_dir / 'last.pt'} changed while this run prepared; run the command again")
+        else:
+            _check_run_dir(run_dir, resume=False, overwrite=self.overwrite)
+        try:
+            if self.overwrite and not self.resume:
+                rundir.clear(run_dir)
+            rundir.remove_stale_temps(run_dir)
+        except OSError as e:
+            raise UserError(f"cannot prepare run directory {run_dir}: {e.strerror or e}") from None
+        self._write_run_record()  # first: the mark that acl made this folder
+        write_text(run_dir / "config.yaml", cfg.to_yaml())
+        write_text(run_dir / "params.json", json.dumps(self.report.to_dict(per_layer=True), indent=2))
+        write_text(run_dir / "metrics.csv", _metrics_csv(self.progress["history"]))
+        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=self.progress["step"] if self.resume else None)
+        if not self.resume:
+            self.writer.add_text("params", format_report(self.report, "markdown"))
+            self.writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "```")
+            _write_hparams(self.writer, cfg, self.report.total)
 
     def _write_run_record(self) -> None:
         """``run.json``: the splits, and one entry per session (the first, then each resume)."""
         path, sessions = self.run_dir / "run.json", []
-        if self.resume and path.is_file():
+        if self.resume and path.exists():
             try:
-                sessions = json.loads(path.read_text())["sessions"]
-            except (ValueError, KeyError, TypeError, OSError):
+                sessions = list(json.loads(read_text(path, what="run record"))["sessions"])
+            except (UserError, ValueError, KeyError, TypeError):
                 sessions = []  # unreadable: start the record afresh rather than refuse to resume
         sessions.append(run_record(self.env, self.device, self.progress["step"] if self.resume else None))
         write_text(path, json.dumps({"splits": self.splits.sources, "sessions": sessions}, indent=2))
 
-    def _checkpoint(self, name: str) -> None:
-        """Write ``name`` from the current state; never from non-finite weights."""
+    def _checkpoint(self, name: str, lean: bool = False) -> None:
+        """Write ``name`` from the current state; never from non-finite weights. A ``lean`` checkpoint
+        (best.pt: for evaluation and export) leaves out what only a resume needs: optimizer, schedule, RNG."""
         step = self.progress["step"]
         if not _all_finite(self.model):  # checked on every process: the weights are the same everywhere
             raise UserError(f"the weights are not finite after step {step} (epoch "
                             f"{(step - 1) // self.steps_per_epoch + 1}); {self.stats.last_good}; lower optim.lr")
         if self.main:
-            save_checkpoint({"config": self.cfg.to_dict(), "model": self.model.state_dict(),
-                             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                             "rng": rng_state(), "progress": copy.deepcopy(self.progress),
-                             "params": self.report.total}, self.run_dir / name)
-        self.stats.last_good = f"last good checkpoint: {self.run_dir / 'last.pt'} (step {step})"
+            state = {"config": self.cfg.to_dict(), "model": self.model.state_dict(), "classes": self.splits.classes,
+                     "progress": copy.deepcopy(self.progress), "params": self.report.total}
+            if not lean:
+                state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None, rng=rng_state())
+            save_checkpoint(state, self.run_dir / name)
+        if not lean:
+            self.stats.last_good = f"last good checkpoint: {self.run_dir / 'last.pt'} (step {step})"
 
     # ---- training
 
@@ -631,7 +648,7 @@ class _Run:
         self.env.broadcast_buffers(self.model)
         progress.update(epoch=epoch + 1, batch=0, epoch_sums=[0.0, 0, 0, 0], wall=wall_base + epoch_time)
         seen = max(images, 1)
-        return {"epoch": epoch + 1, "step": progress["step"], "lr": self.optimizer.param_groups[0]["lr"],
+        return {"epoch": epoch + 1, "step": progress["step"], "lr": self._step_lr(),
                 "train_loss": loss_sum / seen, "train_top1": 100 * correct / seen,
                 "train_top5": 100 * totals[3] / seen if len(totals) > 3 else None,
                 "epoch_time": epoch_time, "img_s": images / epoch_time}
@@ -656,12 +673,17 @@ class _Run:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+        progress["lr"] = self.optimizer.param_groups[0]["lr"]  # what this step ran at: the rate logs report
         self.scheduler.step()  # the schedule follows batches, skipped ones too
+
+    def _step_lr(self) -> float:
+        """The rate the last step ran at (the optimizer's lr is already the next step's)."""
+        lr = self.progress.get("lr")
+        return self.optimizer.param_groups[0]["lr"] if lr is None else lr  # None: a checkpoint from before
 
     def _log_running(self, bar, t0: float, epoch: int) -> None:
         loss_sum, correct, images = self.stats.sync()[:3]
-        step, seen = self.progress["step"], max(images, 1)
-        lr = self.optimizer.param_groups[0]["lr"]
+        step, seen, lr = self.progress["step"], max(images, 1), self._step_lr()
         img_s = self.env.world_size * images / max(time.perf_counter() - t0, 1e-9)
         self.writer.add_scalar("train/loss_running", loss_sum / seen, step)
         self.writer.add_scalar("lr", lr, step)
@@ -687,7 +709,7 @@ class _Run:
     def _end_epoch(self, row: dict[str, Any]) -> None:
         """Evaluate, then record the epoch: checkpoints, metrics.csv (from the history), TensorBoard, a line."""
         progress, t0 = self.progress, time.perf_counter()
-        val = self.val = evaluate(self.model, self.val_loader, self.device, env=self.env, amp=self.cfg.train.amp,
+        val = evaluate(self.model, self.val_loader, self.device, env=self.env, amp=self.cfg.train.amp,
                                   memory_format=self.memory_format)
         eval_time = time.perf_counter() - t0
         progress["wall"] += eval_time
@@ -697,11 +719,8 @@ class _Run:
         is_best = val["top1"] > progress["best_top1"]
         if is_best:  # best first: a kill between the two writes re-runs the evaluation and rewrites both
             progress["best_top1"] = val["top1"]
-            self._checkpoint("best.pt")
-            if self.main:
-                copy_checkpoint(self.run_dir / "best.pt", self.run_dir / "last.pt")
-        else:
-            self._checkpoint("last.pt")
+            self._checkpoint("best.pt", lean=True)
+        self._checkpoint("last.pt")
         if self.main:
             write_text(self.run_dir / "metrics.csv", _metrics_csv(progress["history"]))
         for key in ("train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5"):
@@ -719,9 +738,10 @@ class _Run:
                  f"{row['epoch_time']:.1f}s{'  *best' if is_best else ''}")
 
     def _finish(self) -> dict[str, Any]:
-        progress, val = self.progress, self.val
-        final = {"val_top1": val.get("top1"), "val_top5": val.get("top5"), "val_loss": val.get("loss"),
-                 "val_samples": val.get("samples"), "val_source": self.splits.sources["val"],
+        progress = self.progress
+        last = progress["history"][-1] if progress["history"] else {}
+        final = {"val_top1": last.get("val_top1"), "val_top5": last.get("val_top5"), "val_loss": last.get("val_loss"),
+                 "val_samples": len(self.splits.val), "val_source": self.splits.sources["val"],
                  "best_val_top1": progress["best_top1"], "params": self.report.total, "epochs": progress["epoch"],
                  "wall_s": progress["wall"]}
         if self.main:

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from .checkpoint import atomic_write, save_checkpoint
+from .checkpoint import save_checkpoint
+from .files import atomic_write
 from .csg import materialize
 from .engine import load_model
 from .errors import UserError

@@ -1,20 +1,26 @@
 """The run directory: what acl writes there, what ``--overwrite`` may remove, and one writer at a time.
 
-``--overwrite`` never removes a directory, only the entries acl itself writes (``RUN_ENTRIES``); a folder
-holding anything else, the working directory or one of its parents, the home directory or a symbolic link
-is refused before anything is touched. A run holds an OS lock on ``.lock`` for its whole life: the kernel
+A folder is an acl run only if acl made it: it holds the run record ``run.json`` (the first file a run
+writes) or a checkpoint that loads. A user's folder that merely holds a ``config.yaml`` is not one.
+``--overwrite`` never removes a directory, only the entries acl itself writes (``RUN_ENTRIES``) in a run;
+a folder that is not a run, holds anything else, is the working directory or one of its parents, the home
+directory or a symbolic link is refused before anything is touched. A run holds an OS lock on ``.lock`` for its whole life: the kernel
 releases it when the process ends, however it ends, so a killed run never leaves a stale lock.
 """
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
 from .errors import UserError
+from .files import open_regular_no_follow
 
 LOCK = ".lock"
+RECORD = "run.json"  # written first when acl takes a folder: the mark of a run
 RUN_ENTRIES = frozenset({"config.yaml", "params.json", "metrics.csv", "final.json", "run.json", "last.pt", "best.pt",
                          "tb", LOCK})
 
@@ -42,6 +48,53 @@ def _protected(path: Path) -> str | None:
     return None
 
 
+def is_acl_run(run_dir: Path) -> bool:
+    """Whether acl made ``run_dir``: its run record reads as one, or one of its checkpoints loads."""
+    from .checkpoint import load_checkpoint
+    from .files import read_text
+
+    try:
+        record = json.loads(read_text(run_dir / RECORD, what="run record"))
+        if isinstance(record, dict) and isinstance(record.get("sessions"), list):
+            return True
+    except (UserError, ValueError):
+        pass
+    for name in ("last.pt", "best.pt"):
+        if (run_dir / name).is_file():
+            try:
+                load_checkpoint(run_dir / name)
+                return True
+            except UserError:
+                pass
+    return False
+
+
+def _entries(run_dir: Path) -> list[str]:
+    """What ``run_dir`` holds, less our lock and the temps of cut-short writes, sorted."""
+    return sorted(p.name for p in run_dir.iterdir() if p.name != LOCK and not _is_temp(p.name))
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def check_new_run(run_dir: Path) -> None:
+    """Refuse (changing nothing) to start a run in ``run_dir`` without ``--overwrite``: it must be absent or empty."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} is a file")
+    entries = _entries(run_dir) if run_dir.is_dir() else []
+    if not entries:
+        return
+    if not is_acl_run(run_dir):  # not ours: --overwrite would refuse it too, so never advise it
+        raise UserError(f"run directory {run_dir} is not empty and is not an acl run (it holds {_shown(entries)}); "
+                        "give --out a new or empty folder")
+    if (run_dir / "last.pt").is_file():
+        how = f"use --resume {shlex.quote(str(run_dir))} to continue it, --overwrite to replace it"
+    else:  # it stopped before its first checkpoint: there is nothing to resume
+        how = "it has no checkpoint to resume; use --overwrite to start it again"
+    raise UserError(f"run directory {run_dir} already exists; {how}, or --out for another folder")
+
+
 def check_replaceable(run_dir: Path) -> None:
     """Refuse (changing nothing) unless ``--overwrite`` may clear ``run_dir``: absent, empty, or an acl run."""
     if run_dir.is_symlink():
@@ -53,11 +106,33 @@ def check_replaceable(run_dir: Path) -> None:
     why = _protected(run_dir)
     if why:
         raise UserError(f"refusing to overwrite {run_dir}: {why}; give --out a run directory of its own")
+    entries = _entries(run_dir)
+    if entries and not is_acl_run(run_dir):
+        raise UserError(f"refusing to overwrite {run_dir}: it is not an acl run directory (acl did not make it; it "
+                        f"holds {_shown(entries)}); --overwrite only replaces acl's own runs")
     foreign = foreign_entries(run_dir)
     if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise UserError(f"refusing to overwrite {run_dir}: it is not an acl run directory (it holds {shown}); "
-                        "--overwrite only replaces what acl wrote")
+        raise UserError(f"refusing to overwrite {run_dir}: it is not an acl run directory (it holds "
+                        f"{_shown(foreign)}); --overwrite only replaces what acl wrote")
+
+
+def check_not_reading(run_dir: Path, path: str | os.PathLike | None) -> None:
+    """Refuse to clear ``run_dir`` when ``path`` (the config being read) lies inside it: acl never replaces
+    the file it is reading (a hand-written config with its comments would be lost)."""
+    if path is None or not run_dir.is_dir():
+        return
+    real = Path(path).resolve()
+    if run_dir.resolve() in real.parents:
+        raise UserError(f"refusing to overwrite {run_dir}: --config {path} lies inside it and would be replaced; "
+                        "copy the config out of the run directory first")
+
+
+def check_tb_not_a_link(run_dir: Path) -> None:
+    """Run files are replaced by rename (a link there is replaced, never followed), but TensorBoard writes
+    new files inside ``tb/``: a link there would be written through, so it is refused by name."""
+    if (run_dir / "tb").is_symlink():
+        raise UserError(f"refusing to write into {run_dir / 'tb'}: it is a symbolic link (acl never writes through "
+                        "one); remove it")
 
 
 def clear(run_dir: Path) -> None:
@@ -69,6 +144,16 @@ def clear(run_dir: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def remove_if_only_lock(run_dir: Path) -> None:
+    """Remove a folder this process created, if nothing but the lock is left in it."""
+    try:
+        if [p.name for p in run_dir.iterdir()] in ([], [LOCK]):
+            (run_dir / LOCK).unlink(missing_ok=True)
+            run_dir.rmdir()
+    except OSError:
+        pass  # best effort: a folder left behind holds nothing of the user's
 
 
 def remove_stale_temps(run_dir: Path) -> None:
@@ -84,12 +169,13 @@ class RunLock:
         self.file = None
 
     def __enter__(self) -> RunLock:
-        f = open(self.path, "a+")
+        # never through a link (a .lock pointing at a user's file would be truncated), never a FIFO or folder
+        f = os.fdopen(open_regular_no_follow(self.path, "the run's lock file"), "r+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            holder = f.read().strip() or "unknown"
+            holder = f.read(64).strip() or "unknown"
             f.close()
             raise UserError(f"{self.path.parent} is in use by another acl process (pid {holder}); wait for it to "
                             "end or stop it first") from None

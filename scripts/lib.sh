@@ -9,6 +9,7 @@
 # Environment:
 #   DRY_RUN=1            print the commands instead of running them
 #   GPUS="0 1 2 3"       run one job per listed GPU at a time, each started on a GPU that is free
+#   PARALLEL=2           without GPUS: run this many jobs at a time here (CPU runs; set OMP_NUM_THREADS=cores/N)
 #   SEEDS="0 1 2"        run every grid point once per seed (names end in _seedN; acl report gives mean ± std)
 #   BASE_CONFIG=FILE     the config every job starts from (default configs/cifar10/resnet20.yaml; for example
 #                        configs/imagenet/resnet18.yaml for an ImageNet grid)
@@ -28,11 +29,12 @@ ACL=${ACL:-acl}
 read -r -a ACL_CMD <<< "$ACL"
 DRY_RUN=${DRY_RUN:-0}
 GPUS=${GPUS:-}
+PARALLEL=${PARALLEL:-1}
 EXTRA_SET=${EXTRA_SET:-}
 BASE_CONFIG=${BASE_CONFIG:-configs/cifar10/resnet20.yaml}
 POLL_S=${POLL_S:-2}
 # every variable a script's grid may read: written into the sbatch file so each task sees the same grid
-SWEEP_VARS=(ACL SEEDS BASE_CONFIG DATASET EXTRA_SET ARCH SLICES CODE_SIZES DEPTHS SLICE CODE SETTINGS)
+SWEEP_VARS=(ACL SEEDS BASE_CONFIG DATASET EXTRA_SET ARCH SLICES CODE_SIZES DEPTHS SLICE CODE SETTINGS CONFIGS)
 JOB_NAMES=()
 JOB_CONFIGS=()
 JOB_ARGS=()
@@ -60,6 +62,7 @@ parse_args() {  # [--list|--sbatch|--report] DATA_ROOT EPOCHS [OUT_DIR]
     done
     [ -f "$ROOT_DIR/$BASE_CONFIG" ] || die "BASE_CONFIG $BASE_CONFIG not found under $ROOT_DIR"
     # the configs give milestones as fractions of the run, so they scale with EPOCHS
+    case $PARALLEL in ''|*[!0-9]*|0) die "PARALLEL must be a positive integer, got '$PARALLEL'";; esac
     read -r -a GPU_LIST <<< "$GPUS"
     read -r -a EXTRA <<< "$EXTRA_SET"
     DATASET_SET=()
@@ -88,7 +91,7 @@ _add_job() {
     shift
     JOB_NAMES+=("$name")
     JOB_CONFIGS+=("$BASE_CONFIG")
-    JOB_ARGS+=("$(printf '%q ' "$@")")
+    JOB_ARGS+=("$( (($#)) && printf '%q ' "$@")")  # nothing, not '' (an empty argument), when there are none
 }
 
 job_command() {  # INDEX: CMD=(the acl command of that job): train, or resume where a checkpoint exists
@@ -179,6 +182,11 @@ _stop_all() {  # Ctrl-C or SIGTERM: the running jobs checkpoint and stop; the su
 run_local() {
     mkdir -p "$OUT"
     FREE_GPUS=("${GPU_LIST[@]}")
+    local slots=${#GPU_LIST[@]}
+    if [ "$slots" -eq 0 ] && [ "$PARALLEL" -gt 1 ]; then  # CPU slots: no GPU to name
+        for ((slot = 0; slot < PARALLEL; slot++)); do FREE_GPUS+=("cpu$slot"); done
+        slots=$PARALLEL
+    fi
     STOPPED=0
     trap _stop_all INT TERM
     for i in "${!JOB_NAMES[@]}"; do
@@ -190,7 +198,7 @@ run_local() {
             continue
         fi
         job_command "$i"
-        if [ ${#GPU_LIST[@]} -eq 0 ]; then  # one at a time, here
+        if [ "$slots" -eq 0 ]; then  # one at a time, here
             echo "start $name"
             "${CMD[@]}" 2>&1 | tee "$OUT/$name.log"
             _record "$i" "${PIPESTATUS[0]}"
@@ -201,8 +209,13 @@ run_local() {
         done
         local gpu=${FREE_GPUS[0]}
         FREE_GPUS=("${FREE_GPUS[@]:1}")
-        echo "start $name on GPU $gpu"
-        CUDA_VISIBLE_DEVICES=$gpu "${CMD[@]}" > "$OUT/$name.log" 2>&1 &
+        if [[ $gpu == cpu* ]]; then
+            echo "start $name (slot $gpu)"
+            "${CMD[@]}" > "$OUT/$name.log" 2>&1 &
+        else
+            echo "start $name on GPU $gpu"
+            CUDA_VISIBLE_DEVICES=$gpu "${CMD[@]}" > "$OUT/$name.log" 2>&1 &
+        fi
         RUNNING_GPU[$!]=$gpu
         RUNNING_JOB[$!]=$i
     done
