@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .config import Config
 from .data import DEVICE_PRESETS, DeviceLoader, EpochBatchSampler, build_splits, loader_kwargs, use_device_loader
-from .engine import _autocast, build_model, build_optimizer
+from .engine import autocast, build_model, build_optimizer
 from .errors import UserError
 from .models import get_model_entry
 
@@ -100,7 +100,7 @@ class _Subject:
 
     def train_step(self) -> None:
         self.run_model.train()
-        with _autocast(self.device, self.cfg.train.amp):
+        with autocast(self.device, self.cfg.train.amp):
             loss = self.criterion(self.run_model(self.x), self.y)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -109,7 +109,7 @@ class _Subject:
 
     def infer(self) -> None:
         self.run_model.eval()
-        with torch.inference_mode(), _autocast(self.device, self.cfg.train.amp):
+        with torch.inference_mode(), autocast(self.device, self.cfg.train.amp):
             self.run_model(self.x)
 
     def peak_memory_mb(self) -> float | None:

@@ -62,6 +62,9 @@ def _set_debug(ctx, param, value):
 
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a config value (dotted key, YAML value); repeatable.")
+allow_import_option = click.option(
+    "--allow-import", "allow_imports", multiple=True, metavar="MODULE",
+    help="Let a checkpoint or run whose model.arch is MODULE:factory import MODULE (its code runs); repeatable.")
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
                              help="YAML experiment config.")
 
@@ -112,7 +115,10 @@ def count_params(config_path, overrides, arch, num_classes, slice_shape, code_si
         sets.append(f"model.csg.layout={layout}")
     if config_path is None and not arch:
         raise ConfigError("give --config FILE or --arch NAME (see acl count-params --help)")
+    from .models import resolve_model_config
+
     cfg = load_config(config_path, sets)
+    resolve_model_config(cfg.model)
     click.echo(format_report(report_for_config(cfg.model), fmt, per_layer))
 
 
@@ -128,7 +134,8 @@ def _run_dir_default(config_path: str | None) -> str:
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
               help="Continue the run in this directory from its last.pt, exactly where it stopped.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
-def train(config_path, overrides, out_dir, resume_dir, overwrite):
+@allow_import_option
+def train(config_path, overrides, out_dir, resume_dir, overwrite, allow_imports):
     """Train a model from a YAML config; logs, checkpoints and reports go to the run directory.
 
     \b
@@ -137,16 +144,22 @@ def train(config_path, overrides, out_dir, resume_dir, overwrite):
       acl train --config configs/cifar10/resnet56_csg_12_72.yaml --set data.root=~/data --out runs/r56
       acl train --resume runs/r56 --set train.epochs=300
     """
+    from pathlib import Path
+
     from .engine import TrainingInterrupted, resume_config, train as run_training
+    from .rundir import check_not_reading, check_replaceable
 
     if resume_dir:
         if config_path or out_dir or overwrite:
             raise ConfigError("--resume takes the config from the run's checkpoint; drop --config/--out/--overwrite")
-        cfg, run_dir = resume_config(resume_dir, overrides), resume_dir
+        cfg, run_dir = resume_config(resume_dir, overrides, allow_imports), resume_dir
     else:
         if not config_path:
             raise ConfigError("give --config FILE (or --resume RUN_DIR); try configs/quickstart.yaml")
         cfg, run_dir = load_config(config_path, overrides), out_dir or _run_dir_default(config_path)
+        if overwrite:  # what --overwrite may clear, and not the config being read
+            check_replaceable(Path(run_dir))
+            check_not_reading(Path(run_dir), config_path)
     try:
         run_training(cfg, run_dir, resume=bool(resume_dir), overwrite=overwrite, log=click.echo)
     except TrainingInterrupted as e:
@@ -161,7 +174,8 @@ def train(config_path, overrides, out_dir, resume_dir, overwrite):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=int, help="Evaluation batch size.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def eval_cmd(checkpoint, overrides, split, device, batch_size, fmt):
+@allow_import_option
+def eval_cmd(checkpoint, overrides, split, device, batch_size, fmt, allow_imports):
     """Evaluate a checkpoint (a file, or a run directory: its best.pt) on a data split.
 
     \b
@@ -173,7 +187,7 @@ def eval_cmd(checkpoint, overrides, split, device, batch_size, fmt):
     from .engine import evaluate_checkpoint
 
     overrides = (*overrides, "train.progress=false") if fmt == "json" else overrides
-    m = evaluate_checkpoint(checkpoint, split, overrides, device, batch_size)
+    m = evaluate_checkpoint(checkpoint, split, overrides, device, batch_size, allow_imports)
     if fmt == "json":
         click.echo(json.dumps(m))
     else:
@@ -201,7 +215,13 @@ def config_show(config_path, overrides):
     Example:
       acl config show --config configs/cifar10/resnet20_csg_16_72.yaml
     """
-    click.echo(load_config(config_path, overrides).to_yaml(), nl=False)
+    from .models import resolve_model_config
+    from .models.external import factory_module
+
+    cfg = load_config(config_path, overrides)
+    if factory_module(cfg.model.arch) is None:  # a factory's module is never imported just to show a config
+        resolve_model_config(cfg.model)
+    click.echo(cfg.to_yaml(), nl=False)
 
 
 @main.command("bench")
@@ -235,7 +255,10 @@ def bench_cmd(config_path, overrides, device, batch_size, steps, repeats, data_o
         raise ConfigError("--steps, --repeats and --batch-size must be >= 1")
     if data_only and epochs is not None:
         raise ConfigError("--data and --epochs are two different benchmarks; give one")
+    from .models import resolve_model_config
+
     cfg = load_config(config_path, overrides)
+    resolve_model_config(cfg.model)
     dev = resolve_device(device)
     if epochs is not None:
         if batch_size:
@@ -290,7 +313,8 @@ def import_original_cmd(src, arch, dst, overwrite):
 @click.option("--compact", is_flag=True, help="Instead: the smallest faithful acl checkpoint (generator + codes).")
 @click.option("--fp16", is_flag=True, help="With --compact: store floating tensors as float16.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-def export_cmd(checkpoint, out, fmt, compact, fp16, overwrite):
+@allow_import_option
+def export_cmd(checkpoint, out, fmt, compact, fp16, overwrite, allow_imports):
     """Export a checkpoint with generated kernels materialised into plain convolutions.
 
     \b
@@ -301,7 +325,7 @@ def export_cmd(checkpoint, out, fmt, compact, fp16, overwrite):
     """
     from .export import export
 
-    info = export(checkpoint, out, fmt, compact, fp16, overwrite)
+    info = export(checkpoint, out, fmt, compact, fp16, overwrite, allow_imports)
     click.echo(f"wrote {out}: {info['format']}, {info['bytes']:,} bytes")
 
 
@@ -310,8 +334,10 @@ def export_cmd(checkpoint, out, fmt, compact, fp16, overwrite):
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
 @click.option("--by-seed", is_flag=True, help="One row per experiment: runs differing only by seed, mean ± std and n.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
-              help="Also draw best top-1 vs parameters (PNG), one point per experiment with seed error bars.")
-def report_cmd(run_dirs, fmt, by_seed, plot_path):
+              help="Also draw best top-1 vs parameters (.png, .pdf, .svg), one point per experiment with seed error "
+                   "bars.")
+@click.option("--overwrite", is_flag=True, help="Replace the --plot file if it exists.")
+def report_cmd(run_dirs, fmt, by_seed, plot_path, overwrite):
     """One row per run: arch, CSG settings, params, compression, best/final val top-1, the split best was chosen
     on, epochs, time, img/s. Runs that differ only by their seed are also grouped: mean ± std over n.
     Paths that are not run directories (logs, reports beside the runs) are skipped.
@@ -321,8 +347,10 @@ def report_cmd(run_dirs, fmt, by_seed, plot_path):
       acl report runs/*
       acl report runs/sweep/* --by-seed --format csv --plot sweep.png
     """
-    from .report import collect, format_rows, is_run_dir, plot
+    from .report import check_plot_path, collect, format_rows, is_run_dir, plot
 
+    if plot_path:
+        check_plot_path(plot_path, overwrite)
     runs = [d for d in run_dirs if is_run_dir(d)]
     others = [d for d in run_dirs if not is_run_dir(d)]
     if not runs:
@@ -333,7 +361,7 @@ def report_cmd(run_dirs, fmt, by_seed, plot_path):
         click.echo(f"skipping {len(others)} path(s) that are not run directories: {shown}", err=True)
     rows = [collect(d) for d in runs]
     if plot_path:
-        plot(rows, plot_path)
+        plot(rows, plot_path, overwrite)
     click.echo(format_rows(rows, fmt, by_seed))
 
 

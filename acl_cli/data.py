@@ -7,7 +7,7 @@ and crops an uninterrupted run would, whatever the number of loader workers.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from .config import DataConfig
+from .config import DataConfig, quote
 from .errors import UserError
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the authors' values
@@ -119,19 +119,19 @@ def _torchvision_cifar(cfg: DataConfig, train: bool):
                         f"or data.root to the folder that holds {cls.base_folder}") from None
 
 
-def _image_problem(path: str) -> str | None:
-    """Why the image file at ``path`` cannot be read (its header; cheap), or None."""
+def _image_header(path: str) -> tuple[str | None, tuple[int, int] | None]:
+    """Why the image file at ``path`` cannot be read (its header; cheap), or None; and its (width, height)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's own warnings would add lines to our one-line error
-            with Image.open(path):
-                return None
+            with Image.open(path) as image:
+                return None, image.size
     except UnidentifiedImageError:
-        return "not an image PIL can read"
+        return "not an image PIL can read", None
     except (OSError, SyntaxError, ValueError) as e:
-        return str(e).splitlines()[0] if str(e) else type(e).__name__
+        return (str(e).splitlines()[0] if str(e) else type(e).__name__), None
 
 
 def load_image(path: str):
@@ -143,25 +143,63 @@ def load_image(path: str):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with open(path, "rb") as f:
-                return Image.open(f).convert("RGB")
+                return _to_rgb(Image.open(f), path)
     except (OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"cannot read image {path}: {_image_problem(path) or str(e).splitlines()[0]}") from None
+        raise UserError(f"cannot read image {path}: {_image_header(path)[0] or str(e).splitlines()[0]}") from None
 
 
-def check_images(ds: Dataset, workers: int = 0) -> None:
-    """Open the header of every image file of an image-folder split; the first unreadable one is an error.
-    Headers only (fast, also for ImageNet's 50,000 validation images); a file corrupt past its header is
-    named when it is decoded."""
+def _to_rgb(image, path: str):
+    """8-bit RGB. PIL's own convert clips 16-bit grey to white (two different images would load the same):
+    scale those to 8 bits; 32-bit integer and float images have no range to scale by, so refuse them."""
+    from PIL import Image
+
+    if image.mode.startswith("I;16"):
+        wide = np.asarray(image, dtype=np.uint32)
+        return Image.fromarray(((wide + 128) // 257).astype(np.uint8), "L").convert("RGB")
+    if image.mode in ("I", "F"):
+        raise UserError(f"cannot read image {path}: a 32-bit {'float' if image.mode == 'F' else 'integer'} image "
+                        "has no range acl can scale to 8 bits; save it as an 8- or 16-bit image")
+    return image.convert("RGB")
+
+
+HEADER_CHECK_LIMIT = 200_000  # image-folder training splits up to this size have every header read first
+
+
+def check_images(ds: Dataset, workers: int = 0, what: str = "", min_side: int = 0, one_size: bool = False) -> None:
+    """Open the header of every image file of an image-folder split: the first unreadable one, one smaller
+    than ``min_side`` (a crop could not be taken), or, with ``one_size``, one whose size differs from the
+    first (a preset that does not resize cannot stack them in a batch) is an error naming the file. Headers
+    only (a few seconds for 50,000 images); a file corrupt past its header is named when it is decoded."""
     samples = getattr(getattr(ds, "base", None), "samples", None)
     if samples is None:
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    paths = [samples[i][0] for i in ds.indices]
+    paths, first = [samples[i][0] for i in ds.indices], None
     with ThreadPoolExecutor(max(1, min(workers, 16))) as pool:
-        for path, problem in zip(paths, pool.map(_image_problem, paths, chunksize=64)):
+        for path, (problem, size) in zip(paths, pool.map(_image_header, paths, chunksize=64)):
             if problem:
                 raise UserError(f"cannot read image {path}: {problem}")
+            if min(size) < min_side:
+                raise UserError(f"image {path} is {size[0]}x{size[1]}: the {what} crop needs at least {min_side}x"
+                                f"{min_side} (data.preset: imagenet resizes any image)")
+            if one_size:
+                first = first or (path, size)
+                if size != first[1]:
+                    raise UserError(f"{what} images of two sizes: {first[0]} is {first[1][0]}x{first[1][1]}, {path} is "
+                                    f"{size[0]}x{size[1]}; this preset does not resize (data.preset: imagenet does)")
+
+
+def check_split_images(splits: "DataSplits", cfg: DataConfig) -> None:
+    """Before a run writes anything: every validation image, and the training images when there are not too
+    many, readable and of sizes the preset can batch."""
+    padding = DEVICE_PRESETS[splits.preset][0] if splits.preset in DEVICE_PRESETS else None
+    resizes = padding is None  # the imagenet preset resizes and crops any image to one size
+    check_images(splits.val, cfg.workers, "validation", one_size=not resizes)
+    if splits.train is not None and len(splits.train) <= HEADER_CHECK_LIMIT:
+        crop = (cfg.image_size or 32) if padding else 0  # the cifar and digits presets crop; none keeps the image
+        check_images(splits.train, cfg.workers, "training", min_side=max(0, crop - 2 * (padding or 0)),
+                     one_size=not resizes and not padding)
 
 
 def _image_folder(root: Path, what: str) -> datasets.ImageFolder:
@@ -182,12 +220,12 @@ class RawSplits:
 
 
 def _first_image_side(root: Path) -> int | None:
-    from PIL import Image
-
     for path in sorted(root.rglob("*")):
         if path.suffix.lower() in IMAGE_EXTENSIONS:
-            with Image.open(path) as im:
-                return max(im.size)
+            problem, size = _image_header(str(path))
+            if problem:
+                raise UserError(f"cannot read image {path}: {problem}")
+            return max(size)
     return None
 
 
@@ -297,17 +335,19 @@ class SplitDataset(Dataset):
 @dataclass
 class DataSplits:
     train: SplitDataset | None
-    val: SplitDataset  # what training evaluates on, every epoch, and picks best.pt by
+    val: SplitDataset | None  # what training evaluates on, every epoch, and picks best.pt by
     test: SplitDataset | None
     preset: str
     classes: list[str]
     sources: dict[str, str]  # split -> what it is ("10% of train held out ...", "data/val/", "CIFAR-10 test set")
     notes: list[str]  # warnings worth a line at the start of a run
+    missing: dict[str, str] = field(default_factory=dict)  # split -> why it is absent, when more can be said
 
     def get(self, split: str) -> SplitDataset:
         ds = getattr(self, split)
         if ds is None:
-            raise UserError(f"this dataset has no {split} split" + ("; use --split val" if split == "test" else ""))
+            raise UserError(self.missing.get(split) or f"this dataset has no {split} split" +
+                            ("; use --split val" if split == "test" else ""))
         return ds
 
 
@@ -328,8 +368,9 @@ def build_splits(cfg: DataConfig, num_classes: int) -> DataSplits:
                 if ds is not None}
     sources = dict(raw.names)
     if raw.train is None:  # evaluation-only folder
-        if cfg.val_split > 0:
-            raise UserError(f"data.val_split needs a training folder, and {Path(cfg.root) / 'train'} does not exist")
+        if cfg.val_split > 0:  # its val split was part of a training folder; its test split needs none
+            why = f"data.val_split needs a training folder, and {Path(cfg.root) / 'train'} does not exist"
+            return DataSplits(None, None, held_out.get("test"), preset, raw.classes, sources, notes, {"val": why})
         val_name = "val" if "val" in held_out else "test"
         sources["val"] = sources[val_name]
         return DataSplits(None, held_out[val_name], held_out.get("test"), preset, raw.classes, sources, notes)
@@ -351,6 +392,20 @@ def build_splits(cfg: DataConfig, num_classes: int) -> DataSplits:
         held_out.get("val", held_out.get("test"))
     return DataSplits(SplitDataset(raw.train, train_idx, train_tf, preset), val, held_out.get("test"), preset,
                       raw.classes, sources, notes)
+
+
+def check_classes(trained: list[str] | None, found: list[str], source: str, where: str) -> None:
+    """A model's outputs mean the classes it was trained on, in that order: refuse data whose classes (an
+    image folder's sorted subfolders) differ, naming the first difference. ``trained`` None: a checkpoint
+    from before class names were recorded."""
+    if trained is None or list(trained) == list(found):
+        return
+    if len(trained) != len(found):
+        raise UserError(f"{source} was trained on {len(trained)} classes; {where} has {len(found)}: the labels "
+                        "would not mean the same")
+    i = next(i for i, (a, b) in enumerate(zip(trained, found)) if a != b)
+    raise UserError(f"{source} was trained with class {i} = {quote(trained[i])}; in {where} class {i} is "
+                    f"{quote(found[i])}: the labels would not mean the same (a renamed or another class folder?)")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -29,10 +29,11 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .config import (DEVICE_PATTERN, NOT_COMPUTATIONAL, Config, ConfigError, OptimConfig, ScheduleConfig,
                      build_config, flatten, quote)
 from .csg import GENERATOR_ATTR, GeneratedConv2d, SliceGenerator, find_generator, generated_convs
-from .data import DeviceLoader, build_splits, check_images, eval_loader, train_loader
+from .data import DeviceLoader, build_splits, check_classes, check_split_images, eval_loader, train_loader
 from .errors import UserError, one_line
 from .files import read_text, write_text
-from .models import create_model
+from .models import create_model, resolve_model_config
+from .models.external import check_import_allowed
 from .params import format_report, report_for_config
 
 STOP_SYNC_STEPS = 10  # under torchrun, how often the processes agree whether a signal asks them to stop
@@ -63,6 +64,7 @@ def resolve_device(name: str) -> torch.device:
 def build_model(cfg: Config, pretrained: bool = True) -> nn.Module:
     """The config's model; with ``pretrained``, ``model.pretrained`` loaded into it (a resumed or evaluated
     run takes its weights from its checkpoint instead)."""
+    resolve_model_config(cfg.model)
     csg = None if cfg.model.csg is None else asdict(cfg.model.csg)
     try:
         model = create_model(cfg.model.arch, cfg.model.num_classes, csg)
@@ -206,7 +208,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, progress: bool = Fa
                      dynamic_ncols=True):
         x = x.to(device, non_blocking=True, memory_format=memory_format)
         y = y.to(device, non_blocking=True)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(x)
         top1, top5 = _top1_top5_correct(logits, y)
         sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(), top1, top5])
@@ -271,13 +273,15 @@ def changed_settings(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k, absent) != b.get(k, absent)}
 
 
-def resume_config(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> Config:
-    """The config stored in a run's ``last.pt`` with overrides applied; refuses changes a resume cannot honour."""
+def resume_config(run_dir: str | Path, overrides: tuple[str, ...] = (), allow_imports: tuple[str, ...] = ()) -> Config:
+    """The config stored in a run's ``last.pt`` with overrides applied; refuses changes a resume cannot honour,
+    and a factory module the run names unless ``allow_imports`` lists it."""
     from .config import apply_overrides
 
     _check_run_dir(Path(run_dir), resume=True, overwrite=False)
     state = load_checkpoint(Path(run_dir) / "last.pt")
     old, new = build_config(state["config"]), build_config(apply_overrides(state["config"], overrides))
+    check_import_allowed(old.model.arch, str(run_dir), allow_imports)
     for key, (before, after) in changed_settings(old, new).items():
         if not any(key == r or key.startswith(r + ".") for r in RESUMABLE):
             raise ConfigError(f"--resume cannot change {key} ({quote(before)} -> {quote(after)}): the run would not "
@@ -294,6 +298,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: 
     call cleanly after that many steps (a checkpoint is written), as SIGINT or SIGTERM would.
     """
     cfg = copy.deepcopy(cfg)
+    resolve_model_config(cfg.model)  # the arch known, num_classes filled in: the run records what it built
     cfg.data.root = os.path.abspath(cfg.data.root)  # stored so: eval and resume from elsewhere read the same data
     with _stop_on_signals() as stop:
         env, device = distributed.setup(resolve_device(cfg.train.device))
@@ -359,7 +364,7 @@ class _EpochStats:
         return [self.loss_sum, self.correct, self.images] + ([] if self.correct5 is None else [self.correct5])
 
 
-def _autocast(device: torch.device, amp: str):
+def autocast(device: torch.device, amp: str):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
@@ -404,13 +409,15 @@ class _Run:
             torch.backends.cudnn.benchmark = True
         self._build_data()
         self._build_model()
+        self._check_model_takes_data()
         self.progress: dict[str, Any] = {
             "epoch": 0, "batch": 0, "step": 0, "best_top1": -1.0, "wall": 0.0,
             "epoch_sums": [0.0, 0, 0, 0],  # loss sum, top-1, images, top-5 of the epoch so far (this process)
             "history": [],  # one metrics row per finished epoch: metrics.csv is written from it
             "pending": None,  # the row of an epoch trained but not yet evaluated
             "lr": None,  # the rate of the last step taken
-            "train_images": len(self.splits.train), "steps_per_epoch": self.steps_per_epoch}
+            "train_images": len(self.splits.train), "steps_per_epoch": self.steps_per_epoch,
+            "processes": env.world_size}
         self.stats = _EpochStats(device, self.steps_per_epoch, cfg.model.num_classes)
         if resume:
             self._restore()
@@ -441,7 +448,7 @@ class _Run:
             raise UserError(f"{cfg.data.name}: no training folder at {Path(cfg.data.root) / 'train'}")
         if len(splits.val) == 0:
             raise UserError(f"{cfg.data.name}: the validation split is empty")
-        check_images(splits.val, cfg.data.workers)  # a bad file found now, not after a training epoch
+        check_split_images(splits, cfg.data)  # a bad file found now, not after a training epoch
         self.loader = train_loader(splits.train, cfg.data, cfg.train.seed, self.device, env.rank, env.world_size)
         self.val_loader = eval_loader(splits.val, cfg.data, self.device, env.rank, env.world_size)
         self.sampler = self.loader.batch_sampler
@@ -465,6 +472,22 @@ class _Run:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
         self.report = report_for_config(cfg.model, model)
 
+    @torch.no_grad()
+    def _check_model_takes_data(self) -> None:
+        """Two training and two validation images through the model (eval mode: nothing learns, no statistic
+        moves) before anything is written: a model that does not take the data (channels, a fixed-size head,
+        images too small for its pooling) fails here, and the rerun needs no --overwrite."""
+        first_batch = next(iter(self.sampler.plan()))[:2].tolist()
+        for split, ds, keys in (("training", self.splits.train, [tuple(k) for k in first_batch]),
+                                ("validation", self.splits.val, range(min(2, len(self.splits.val))))):
+            x = torch.stack([ds[k][0] for k in keys])
+            try:
+                with autocast(self.device, self.cfg.train.amp):
+                    self.model.eval()(x.to(self.device, memory_format=self.memory_format))
+            except (RuntimeError, ValueError, TypeError, IndexError) as e:
+                raise UserError(f"{self.cfg.model.arch} does not take the {split} images (a batch of "
+                                f"{'x'.join(map(str, x.shape[1:]))}): {one_line(e, 300)}") from None
+
     def _restore(self) -> None:
         """Load ``last.pt`` into the freshly built objects: model, optimizer, schedule, RNG and progress."""
         path, cfg, progress = self.run_dir / "last.pt", self.cfg, self.progress
@@ -477,7 +500,12 @@ class _Run:
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        processes = state["progress"].get("processes")
+        if processes is not None and processes != self.env.world_size:  # another global batch, another run
+            raise UserError(f"{self.run_dir} was trained by {processes} process(es), this resume has "
+                            f"{self.env.world_size}: resume with the same number (torchrun --nproc_per_node)")
         progress.update(state["progress"])
+        check_classes(state.get("classes"), self.splits.classes, str(self.run_dir), "the training data now")
         before = progress["train_images"], progress["steps_per_epoch"]
         now = len(self.splits.train), self.steps_per_epoch
         if before != now:
@@ -657,7 +685,7 @@ class _Run:
         cfg, progress = self.cfg, self.progress
         x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
         y = y.to(self.device, non_blocking=True)
-        with _autocast(self.device, cfg.train.amp):
+        with autocast(self.device, cfg.train.amp):
             logits = self.train_model(x)
             loss = self.criterion(logits, y)
         if cfg.train.on_nonfinite == "skip" and not torch.isfinite(loss):  # a host sync, only here
@@ -815,12 +843,16 @@ def run_record(env: distributed.DistEnv, device: torch.device, resumed_at: int |
             "processes": env.world_size}
 
 
-def load_model(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[nn.Module, Config, dict[str, Any]]:
-    """The model of a checkpoint rebuilt from its config alone (with overrides), in eval mode."""
+def load_model(path: str | Path, overrides: tuple[str, ...] = (),
+               allow_imports: tuple[str, ...] = ()) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """The model of a checkpoint rebuilt from its config alone (with overrides), in eval mode. A factory
+    module named by the checkpoint (not by ``overrides``) is imported only if ``allow_imports`` lists it."""
     from .config import apply_overrides
 
     state = load_checkpoint(path)
     cfg = build_config(apply_overrides(state["config"], overrides))
+    if cfg.model.arch == (state["config"].get("model") or {}).get("arch"):
+        check_import_allowed(cfg.model.arch, str(path), allow_imports)
     model = build_model(cfg, pretrained=False)
     try:
         model.load_state_dict(state["model"])
@@ -830,16 +862,19 @@ def load_model(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[nn.Mo
 
 
 def evaluate_checkpoint(path: str | Path, split: str = "val", overrides: tuple[str, ...] = (),
-                        device: str = "auto", batch_size: int | None = None) -> dict[str, Any]:
-    """Rebuild the model from a checkpoint alone and evaluate it on a split of its (overridden) data."""
+                        device: str = "auto", batch_size: int | None = None,
+                        allow_imports: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Rebuild the model from a checkpoint alone and evaluate it on a split of its (overridden) data, which
+    must have the classes the model was trained on."""
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    model, cfg, _ = load_model(path, overrides)
+    model, cfg, state = load_model(path, overrides, allow_imports)
     dev = resolve_device(device)
     model.to(dev)
     if batch_size:
         cfg.data.eval_batch_size = batch_size
     splits = build_splits(cfg.data, cfg.model.num_classes)
+    check_classes(state.get("classes"), splits.classes, str(path), f"the data ({cfg.data.name} at {cfg.data.root})")
     metrics = evaluate(model, eval_loader(splits.get(split), cfg.data, dev), dev, progress=cfg.train.progress)
     metrics["params"] = sum(p.numel() for p in model.parameters())
     metrics["split"], metrics["source"] = split, splits.sources[split]

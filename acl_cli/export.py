@@ -24,12 +24,12 @@ def example_input(arch: str, batch: int = 1) -> torch.Tensor:
 
 
 def export(checkpoint: str | Path, out: str | Path, fmt: str = "state_dict", compact: bool = False,
-           fp16: bool = False, overwrite: bool = False) -> dict[str, Any]:
+           fp16: bool = False, overwrite: bool = False, allow_imports: tuple[str, ...] = ()) -> dict[str, Any]:
     """Write ``out``; returns what was written (format, bytes, params)."""
     out = Path(out)
     source = Path(checkpoint)
     check_output_file(out, overwrite, reads=source if source.is_file() else None)
-    model, cfg, state = load_model(checkpoint)
+    model, cfg, state = load_model(checkpoint, allow_imports=allow_imports)
     try:
         return _write(model, cfg, state, out, fmt, compact, fp16)
     except OSError as e:
@@ -40,7 +40,8 @@ def _write(model, cfg, state, out: Path, fmt: str, compact: bool, fp16: bool) ->
     arch = cfg.model.arch
     if compact:  # generator + codes + the rest: the smallest faithful file, still an acl checkpoint
         weights = {k: v.half() if fp16 and v.is_floating_point() else v for k, v in model.state_dict().items()}
-        save_checkpoint({"config": state["config"], "model": weights, "progress": state.get("progress", {})}, out)
+        save_checkpoint({"config": state["config"], "model": weights, "progress": state.get("progress", {}),
+                         "classes": state.get("classes")}, out)
         return {"format": "compact" + ("-fp16" if fp16 else ""), "bytes": out.stat().st_size}
     if fp16:
         raise UserError("--fp16 applies to --compact only")

@@ -10,8 +10,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .config import NOT_COMPUTATIONAL, ConfigError, build_config, flatten, load_raw
+from .config import NOT_COMPUTATIONAL, ConfigError, build_config, flatten, load_raw, quote
 from .errors import UserError
+from .files import atomic_write, read_text
 from .rundir import check_output_file
 
 COLUMNS = ["run", "arch", "csg", "params", "compression", "best_top1", "final_top1", "selected_on", "epochs",
@@ -21,8 +22,8 @@ COLUMNS = ["run", "arch", "csg", "params", "compression", "best_top1", "final_to
 def _selected_on(run: Path, cfg) -> str:
     """The split best_top1 was chosen on: a held-out part of train, a validation set, or the test set."""
     try:
-        return json.loads((run / "run.json").read_text())["splits"]["val"]
-    except (OSError, ValueError, KeyError, TypeError):  # a run from before run.json: its config says
+        return json.loads(read_text(run / "run.json", what="run record"))["splits"]["val"]
+    except (UserError, ValueError, KeyError, TypeError):  # a run from before run.json: its config says
         if cfg.data.val_split > 0:
             return f"{cfg.data.val_split:.0%} of train held out"
         return "the dataset's val/ or test set"
@@ -46,17 +47,19 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         if "model" not in raw:  # an empty or cut file would silently read as the defaults
             raise ConfigError(f"{run / 'config.yaml'} is empty or has no model section")
         cfg = build_config(raw)
-        params = json.loads((run / "params.json").read_text())
+        params = json.loads(read_text(run / "params.json"))
         total, compression = int(params["total"]), float(params["compression"])
     except ConfigError as e:
         raise UserError(f"{run}: {e}") from None
+    except UserError:
+        raise
     except (ValueError, KeyError, TypeError, OSError):
         raise UserError(f"{run}: params.json is not readable (cut short or edited?)") from None
     try:
         rows = []
-        if (run / "metrics.csv").is_file():
-            with open(run / "metrics.csv", newline="") as f:
-                rows = [r for r in csv.DictReader(f) if (r.get("epoch") or "").isdigit()]
+        if (run / "metrics.csv").exists():
+            text = read_text(run / "metrics.csv")
+            rows = [r for r in csv.DictReader(io.StringIO(text, newline="")) if (r.get("epoch") or "").isdigit()]
         top1 = [float(r["val_top1"]) for r in rows]
         wall_min = round(sum(float(r["epoch_time"]) + float(r.get("eval_time") or 0) for r in rows) / 60, 1)
         img_s = round(statistics.median(float(r["img_s"]) for r in rows)) if rows else None
@@ -143,9 +146,24 @@ def format_rows(rows: list[dict[str, Any]], fmt: str, by_seed: bool = False) -> 
     return text
 
 
-def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp")
+
+
+def check_plot_path(path: str | Path, overwrite: bool) -> None:
+    """Refuse, before anything is read or drawn, a plot file acl cannot write or must not replace."""
+    path = Path(path)
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in PLOT_FORMATS:
+        raise UserError(f"--plot {path}: unsupported format {quote(path.suffix or '(none)')}; give a file ending in "
+                        f"{', '.join('.' + f for f in PLOT_FORMATS[:4])}, ...")
+    if not path.parent.is_dir():
+        raise UserError(f"--plot {path}: the folder {path.parent} does not exist")
+    check_output_file(path, overwrite)  # never a folder, a link, or a run's own file; an existing one only with --overwrite
+
+
+def plot(rows: list[dict[str, Any]], path: str | Path, overwrite: bool = False) -> None:
     """Best validation top-1 against parameters (log scale): one point per group of seeds, with error bars."""
-    check_output_file(Path(path), overwrite=True)  # replaces a file, never a folder, a link or a run's file
+    check_plot_path(path, overwrite)
     try:
         import matplotlib
     except ImportError:
@@ -156,6 +174,8 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for csg in (False, True):  # one point per group of seeds, its error bar the std over them
         pts = [g for g in group_rows(rows) if (g["csg"] != "-") == csg and g["best_top1"] is not None]
+        if not pts:  # no series without points in the legend
+            continue
         ax.errorbar([g["params"] for g in pts], [g["best_top1"] for g in pts],
                     yerr=[g["best_top1_std"] or 0.0 for g in pts], fmt="o" if csg else "s", capsize=3,
                     label="CSG" if csg else "original")
@@ -166,7 +186,13 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
     ax.set_xlabel("parameters")
     ax.set_ylabel("best validation top-1 (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lower().lstrip("."), dpi=120)
     plt.close(fig)
+    try:
+        atomic_write(Path(path), lambda f: f.write(buffer.getbuffer()))
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None

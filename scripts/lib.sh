@@ -118,7 +118,7 @@ run_jobs() {  # what the script's mode asks for, over the jobs added
                 run_one "$TASK_INDEX"
             elif [ "$DRY_RUN" = 1 ]; then
                 for i in "${!JOB_NAMES[@]}"; do job_command "$i"; printf '%q ' "${CMD[@]}"; echo; done
-                echo "$ACL report $OUT/* --format markdown --plot $OUT/report.png"
+                echo "$ACL report $OUT/* --format markdown --plot $OUT/report.png --overwrite"
             else
                 run_local
             fi;;
@@ -244,7 +244,7 @@ write_report() {  # report.md / .csv / .png of the runs that finished (acl repor
     fi
     "${ACL_CMD[@]}" report "${done_runs[@]}" --format markdown > "$OUT/report.md"
     "${ACL_CMD[@]}" report "${done_runs[@]}" --format csv > "$OUT/report.csv"
-    "${ACL_CMD[@]}" report "${done_runs[@]}" --plot "$OUT/report.png" > /dev/null 2>&1  # needs matplotlib
+    "${ACL_CMD[@]}" report "${done_runs[@]}" --plot "$OUT/report.png" --overwrite > /dev/null 2>&1  # needs matplotlib
     cat "$OUT/report.md"
 }
 

@@ -23,7 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from acl_cli.config import load_config  # noqa: E402
-from acl_cli.engine import _autocast, build_model, build_optimizer  # noqa: E402
+from acl_cli.engine import autocast, build_model, build_optimizer  # noqa: E402
 
 
 def measure(step, device: torch.device, steps: int, repeats: int = 3) -> tuple[float, float, int, list]:
@@ -90,7 +90,7 @@ def main() -> int:
                 cfg.optim.fused = False
             for kind, opt in optimizers.items():
                 def step(opt=opt):
-                    with _autocast(device, args.amp):
+                    with autocast(device, args.amp):
                         loss = torch.nn.functional.cross_entropy(run(x), y)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()

@@ -164,7 +164,7 @@ CASES = [
     "is a file of the acl run directory",
     ("report", "garbage_run"), "garbage_run: metrics.csv is not readable",
     ("report", "run", "--plot", "partial"), "is a directory",
-    ("report", "run", "--plot", "run/metrics.csv"), "a file of the acl run directory",
+    ("report", "run", "--plot", "run/metrics.csv"), "--plot run/metrics.csv: unsupported format '.csv'",
     ("report", "emptycfg_run"), "config.yaml is empty or has no model section",
     ("export", "run", "--out", "good.yaml/x.pt"), "cannot write good.yaml/x.pt",
     ("export", "run", "--out", "partial", "--overwrite"), "is a directory",

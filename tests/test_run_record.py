@@ -133,6 +133,7 @@ def test_files_respect_the_umask(tmp_path, umask, mode):
 def test_a_run_that_crashed_before_its_first_checkpoint_does_not_suggest_resume(tmp_path, cli):
     run = tmp_path / "run"
     run.mkdir()
+    (run / "run.json").write_text('{"splits": {}, "sessions": [{"started": "2026-12-03T10:00:00+00:00"}]}')
     (run / "config.yaml").write_text("model: {arch: resnet20}\n")  # what a crash in epoch 1 leaves
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model: {arch: resnet20}\n")

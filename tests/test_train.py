@@ -1,6 +1,7 @@
 """acl train / eval end to end on small real data: exact resume, run directories, logs, checkpoints."""
 import csv
 import json
+import os
 
 import pytest
 import torch
@@ -69,9 +70,14 @@ def test_run_directory_contents_and_eval(tmp_path, cli):
     final = train(small(), run, log=quiet)
     assert {"config.yaml", "params.json", "metrics.csv", "last.pt", "best.pt", "tb"} <= {p.name for p in run.iterdir()}
     assert json.loads((run / "params.json").read_text())["total"] == 176_698
-    assert load_config(run / "config.yaml").to_dict() == small().to_dict()
+    resolved = small()  # as the run records it: num_classes from the arch, the data root made absolute
+    resolved.model.num_classes, resolved.data.root = 10, os.path.abspath("data")
+    assert load_config(run / "config.yaml").to_dict() == resolved.to_dict()
     state = torch.load(run / "last.pt", weights_only=True)  # plain data only
     assert state["config"]["model"]["csg"]["code_size"] == 72 and state["progress"]["epoch"] == 2
+    best = torch.load(run / "best.pt", weights_only=True)  # lean: what evaluation and export need, no optimizer
+    assert {"optimizer", "scheduler", "rng"} & set(best) == set() and {"optimizer", "rng"} <= set(state)
+    assert best["classes"] == state["classes"] == [str(c) for c in range(10)]
     res = cli("eval", run, "--format", "json")
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.output)
@@ -107,10 +113,11 @@ def test_cli_refuses_existing_run_dir_and_overwrites_on_request(tmp_path, cli):
     run.mkdir()
     (run / "notes.txt").write_text("keep me")
     res = cli("train", "--config", cfg, "--out", run, *sets, "--set", "train.epochs=1")
-    assert res.exit_code == 2 and "already exists" in res.stderr
+    assert res.exit_code == 2 and "is not empty and is not an acl run (it holds notes.txt)" in res.stderr
+    assert "--overwrite" not in res.stderr  # never advised for a folder acl did not make
     assert (run / "notes.txt").read_text() == "keep me" and not (run / "last.pt").exists()
     res = cli("train", "--config", cfg, "--out", run, "--overwrite", *sets, "--set", "train.epochs=1")
-    assert res.exit_code == 2 and "not an acl run directory (it holds notes.txt)" in res.stderr
+    assert res.exit_code == 2 and "not an acl run directory (acl did not make it; it holds notes.txt)" in res.stderr
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]  # nothing created, nothing removed
     (run / "notes.txt").unlink()
     res = cli("train", "--config", cfg, "--out", run, *sets, "--set", "train.epochs=1")
@@ -120,6 +127,8 @@ def test_cli_refuses_existing_run_dir_and_overwrites_on_request(tmp_path, cli):
               "--set", "train.seed=1")
     assert res.exit_code == 0, res.output
     assert (run / "best.pt").read_bytes() != first and "epoch   1/1" in res.output
+    res = cli("train", "--config", cfg, "--out", run, *sets, "--set", "train.epochs=1")  # now an acl run
+    assert res.exit_code == 2 and "already exists; use --resume" in res.stderr
     # resume a finished run with a larger budget: it continues from epoch 2
     res = cli("train", "--resume", run, "--set", "train.epochs=2")
     assert res.exit_code == 0, res.output

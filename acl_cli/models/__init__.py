@@ -8,11 +8,12 @@ import torch
 from torch import nn
 
 from ..csg import AUTHORS_TARGETS, ROLES, GeneratedConvFactory, SliceGenerator, attach_generator, convert
-from ..config import quote
+from ..config import ConfigError, ModelConfig, quote
 from .registry import MODELS, AuthorsCSGInit, ModelEntry, register_model
 from . import cifar_resnet, densenet_bc, imagenet_densenet, imagenet_resnet, mobilenet_v2, shufflenet_v2  # noqa: F401,E501
 
-__all__ = ["MODELS", "create_model", "get_model_entry", "list_models", "register_model", "resolve_targets"]
+__all__ = ["MODELS", "create_model", "get_model_entry", "list_models", "register_model", "resolve_model_config",
+           "resolve_targets"]
 
 
 def list_models() -> list[str]:
@@ -43,6 +44,24 @@ def resolve_targets(targets: str | list[str], arch: str | None = None) -> tuple[
     return tuple(roles)
 
 
+def resolve_model_config(model: ModelConfig, where: str = "model") -> ModelConfig:
+    """The model section as a run builds it: the arch known to the registry (a ``package.module:factory``
+    name imports that module), the csg targets known roles, ``num_classes`` the architecture's when the
+    config leaves it out. Fills ``model`` in place and returns it; a ConfigError names the key."""
+    try:
+        entry = get_model_entry(model.arch)
+    except ValueError as e:
+        raise ConfigError(f"{where}.arch: {e}") from None
+    if model.num_classes is None:
+        model.num_classes = entry.num_classes
+    if model.csg is not None:
+        try:
+            resolve_targets(model.csg.targets)
+        except ValueError as e:
+            raise ConfigError(f"{where}.csg.targets: {e}") from None
+    return model
+
+
 def create_model(arch: str, num_classes: int | None = None, csg: Any = None) -> nn.Module:
     """Build a registered architecture, original (``csg=None``) or with generated convs.
 
@@ -51,7 +70,7 @@ def create_model(arch: str, num_classes: int | None = None, csg: Any = None) -> 
     optionally ``layout``, ``targets``, ``init``, ``freeze`` (``init_from`` is applied by the trainer),
     checked as strictly as a YAML config: a misspelt or missing key is an error.
     """
-    from ..config import CSGConfig, ConfigError, from_dict
+    from ..config import CSGConfig, from_dict
 
     entry = get_model_entry(arch)
     num_classes = entry.num_classes if num_classes is None else num_classes

@@ -10,6 +10,7 @@ import importlib
 import inspect
 
 from ..config import quote
+from ..errors import UserError
 from .registry import DEFAULT_CSG_INIT, ModelEntry
 
 PREFIXES = {
@@ -49,8 +50,39 @@ def _timm(name: str) -> ModelEntry:
     return ModelEntry(f"timm:{name}", constructor, int(size[-1]), DEFAULT_CSG_INIT, 1000, ("block",), external=True)
 
 
+def factory_module(arch: str) -> str | None:
+    """The module a ``package.module:factory`` arch imports (its top-level code runs), else None: the zoo,
+    ``torchvision:`` and ``timm:`` names import nothing but those installed libraries."""
+    prefix, colon, _ = arch.partition(":")
+    return prefix if colon and prefix not in ("torchvision", "timm") else None
+
+
+def check_import_allowed(arch: str, source: str, allowed: tuple[str, ...] | list[str]) -> None:
+    """A checkpoint or run folder someone sent may name a module whose import runs its code: import it only
+    when the command line says so (``--allow-import MODULE``), as a user's own --config/--set may."""
+    module = factory_module(arch)
+    if module is not None and module not in allowed:
+        raise UserError(f"{source} names model.arch {quote(arch)}: building it imports the module {quote(module)}, "
+                        f"which runs that module's code; if you trust it, add --allow-import {module}")
+
+
+def _importable(module_name: str, arch: str) -> None:
+    """Only a factory's home is imported: never a script's entry point or a private module."""
+    parts = module_name.split(".")
+    if not all(p.isidentifier() for p in parts):
+        raise ValueError(f"{arch}: {quote(module_name)} is not a module name (package.module:factory)")
+    if "__main__" in parts:
+        raise ValueError(f"{arch}: refusing to import {module_name}: a __main__ module is a script's entry point "
+                         "(importing it runs the script), not a home for a model factory")
+    private = next((p for p in parts if p.startswith("_")), None)
+    if private:
+        raise ValueError(f"{arch}: refusing to import {module_name}: {private} is private (leading underscore); "
+                         "name the public module that defines the factory")
+
+
 def _factory(arch: str) -> ModelEntry:
     module_name, _, attr = arch.partition(":")
+    _importable(module_name, arch)
     try:
         module = importlib.import_module(module_name)
     except Exception as e:  # any error in a user's module: report it, don't crash
