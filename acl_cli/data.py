@@ -6,6 +6,7 @@ and crops an uninterrupted run would, whatever the number of loader workers.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -406,6 +407,22 @@ def check_classes(trained: list[str] | None, found: list[str], source: str, wher
     i = next(i for i, (a, b) in enumerate(zip(trained, found)) if a != b)
     raise UserError(f"{source} was trained with class {i} = {quote(trained[i])}; in {where} class {i} is "
                     f"{quote(found[i])}: the labels would not mean the same (a renamed or another class folder?)")
+
+
+def sample_fingerprint(ds: SplitDataset) -> str | None:
+    """A digest of which files a split holds and their labels (paths relative to the folder's root), for
+    image folders; None for in-memory datasets. Cheap: names only, no image is read."""
+    samples = getattr(ds.base, "samples", None)
+    if samples is None:
+        return None
+    import hashlib
+
+    root = str(getattr(ds.base, "root", ""))
+    digest = hashlib.sha256()
+    for i in ds.indices:
+        path, label = samples[i]
+        digest.update(f"{label}\t{os.path.relpath(path, root)}\n".encode())
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .config import (DEVICE_PATTERN, NOT_COMPUTATIONAL, Config, ConfigError, OptimConfig, ScheduleConfig,
                      build_config, flatten, quote)
 from .csg import GENERATOR_ATTR, GeneratedConv2d, SliceGenerator, find_generator, generated_convs
-from .data import DeviceLoader, build_splits, check_classes, check_split_images, eval_loader, train_loader
+from .data import (DeviceLoader, build_splits, check_classes, check_split_images, eval_loader, sample_fingerprint,
+                   train_loader)
 from .errors import UserError, one_line
 from .files import read_text, write_text
 from .models import create_model, resolve_model_config
@@ -417,6 +418,7 @@ class _Run:
             "pending": None,  # the row of an epoch trained but not yet evaluated
             "lr": None,  # the rate of the last step taken
             "train_images": len(self.splits.train), "steps_per_epoch": self.steps_per_epoch,
+            "train_files": sample_fingerprint(self.splits.train),  # which images, with which labels
             "processes": env.world_size}
         self.stats = _EpochStats(device, self.steps_per_epoch, cfg.model.num_classes)
         if resume:
@@ -511,6 +513,11 @@ class _Run:
         if before != now:
             raise UserError(f"the training data now has {now[0]:,} images ({now[1]} steps an epoch); the run was "
                             f"trained on {before[0]:,} ({before[1]}): resume needs the same data")
+        files = sample_fingerprint(self.splits.train)
+        if None not in (files, state["progress"].get("train_files")) and files != state["progress"]["train_files"]:
+            raise UserError(f"the training images in {self.cfg.data.root} are not those the run was trained on (files "
+                            "added, removed, renamed or moved between class folders): resume needs the same data")
+        progress["train_files"] = files
         if "history" not in state["progress"]:  # a checkpoint older than the history it now carries
             progress["history"] = _read_history(self.run_dir / "metrics.csv", progress["epoch"])
         old = build_config(state["config"])

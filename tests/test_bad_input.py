@@ -62,6 +62,24 @@ def workspace(tmp_path_factory):
         (ws / "badimg" / split / cls).mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(ws / "badimg" / split / cls / f"{i}.png")
     (ws / "badimg" / "val" / "b" / "broken.png").write_bytes(b"\x89PNG not really")
+    # image folders a model cannot be trained on, each refused before a run folder exists
+    for name, sizes in (("tiny", {"train": (1, 1), "val": (1, 1)}), ("mixed", {"train": (32, 32), "val": None})):
+        for split, cls, i in [(sp, c, i) for sp in ("train", "val") for c in "ab" for i in range(4)]:
+            size = sizes[split] or ((32, 32) if i % 2 else (40, 40))  # mixed: two sizes among the val images
+            (ws / name / split / cls).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", size, (i * 40, 0, 0)).save(ws / name / split / cls / f"{i}.png")
+    (ws / "textjpg" / "train" / "a").mkdir(parents=True)
+    (ws / "textjpg" / "train" / "a" / "0.jpg").write_text("not a picture\n")
+    (ws / "digits.yaml").write_text("train:\n  epochs: " + "9" * 5000 + "\n")
+    (ws / "paper.pdf").write_text("the user's own plot")
+    with open(ws / "evil.pkl", "wb") as f:  # a bare pickle, not even a torch zip file
+        pickle.dump(Evil(str(ws / "pwned")), f)
+    (ws / "sent").mkdir()  # a run folder someone sent: its config names a module whose import acts
+    for name in ("config.yaml", "params.json", "metrics.csv"):
+        text = (ws / "run" / name).read_text()
+        (ws / "sent" / name).write_text(text.replace("arch: resnet20", "arch: venv.__main__:main"))
+    (ws / "exp1").mkdir()
+    (ws / "exp1" / "config.yaml").write_text("# my experiment, with my comments\n" + (ws / "good.yaml").read_text())
     return ws
 
 
@@ -179,6 +197,31 @@ CASES = [
      "--set", "data.val_split=0", "--set", "model.num_classes=2"), "/badimg/val/b/broken.png: not an image PIL can read",
     ("train", "--resume", "run", "--set", "data.batch_size=8", "--set", "train.epochs=3"),
     "--resume cannot change data.batch_size (32 -> 8)",
+    # reliability round 3: images a run cannot use, found before a run folder exists
+    ("train", "--config", "good.yaml", "--out", "new", "--set", "data.name=imagefolder", "--set", "data.root=tiny",
+     "--set", "data.val_split=0", "--set", "model.num_classes=2"), "is 1x1: the training crop needs at least 24x24",
+    ("train", "--config", "good.yaml", "--out", "new", "--set", "data.name=imagefolder", "--set", "data.root=mixed",
+     "--set", "data.val_split=0", "--set", "model.num_classes=2"), "validation images of two sizes",
+    ("train", "--config", "good.yaml", "--out", "new", "--set", "data.name=imagefolder", "--set", "data.root=textjpg",
+     "--set", "data.val_split=0.5", "--set", "model.num_classes=2"), "textjpg/train/a/0.jpg: not an image PIL can read",
+    ("train", "--config", "good.yaml", "--out", "new", "--set", "model.arch=densenet_bc_40_36", "--set",
+     "data.image_size=2"),
+    "densenet_bc_40_36 does not take the training images (a batch of 3x2x2)",
+    ("train", "--config", "digits.yaml"), "a number with more than 4,300 digits",
+    ("config", "show", "--config", "digits.yaml"), "a number with more than 4,300 digits",
+    ("report", "run", "--plot", "notes.tex"), "unsupported format '.tex'",
+    ("report", "run", "--plot", "nodir/x.png"), "the folder nodir does not exist",
+    ("report", "run", "--plot", "paper.pdf"), "paper.pdf already exists; choose another --out or add --overwrite",
+    ("eval", "evil.pkl"), "evil.pkl is not a readable checkpoint (truncated or another format)",
+    ("count-params", "--config", "good.yaml", "--set", "model.arch=venv.__main__:main"),
+    "refusing to import venv.__main__: a __main__ module is a script's entry point",
+    ("count-params", "--config", "good.yaml", "--set", "model.arch=os._wrap_close:f"),
+    "refusing to import os._wrap_close",
+    ("train", "--config", "exp1/config.yaml", "--out", "exp1", "--overwrite"),
+    "refusing to overwrite exp1: it is not an acl run directory (acl did not make it; it holds config.yaml)",
+    ("train", "--config", "exp1/config.yaml", "--out", "exp1"), "exp1 is not empty and is not an acl run",
+    ("train", "--config", "run/config.yaml", "--out", "run", "--overwrite"),
+    "--config run/config.yaml lies inside it and would be replaced",
 ]
 CASES = list(zip(CASES[::2], CASES[1::2]))
 
