@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .config import Config
-from .data import DEVICE_PRESETS, DeviceLoader, EpochBatchSampler, build_splits, loader_kwargs, use_device_loader
+from .data import (DEVICE_PRESETS, DeviceLoader, EpochBatchSampler, build_splits, input_side, loader_kwargs,
+                   use_device_loader)
 from .engine import autocast, build_model, build_optimizer
 from .errors import UserError
 from .models import get_model_entry
@@ -127,7 +128,8 @@ def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int 
     _require_csg(cfg)
     original_cfg = copy.deepcopy(cfg)
     original_cfg.model.csg = None
-    side = cfg.data.image_size or get_model_entry(cfg.model.arch).input_size
+    side, source = input_side(cfg.data) or (get_model_entry(cfg.model.arch).input_size,
+                                            f"{cfg.model.arch}'s own size (no data at {cfg.data.root})")
     torch.manual_seed(cfg.train.seed)
     x = torch.randn(batch_size, 3, side, side, device=device)
     if cfg.train.channels_last:
@@ -146,6 +148,7 @@ def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int 
         for name in reversed(order):
             times[name]["infer"].append(_timed(subjects[name].infer, device, steps))
     result: dict[str, Any] = {"arch": cfg.model.arch, "device": str(device), "batch_size": batch_size,
+                              "image_size": side, "image_size_from": source,
                               "amp": cfg.train.amp, "channels_last": cfg.train.channels_last,
                               "compile": cfg.train.compile, "steps": steps, "repeats": repeats}
     for name, s in subjects.items():
@@ -270,7 +273,8 @@ def format_models(r: dict[str, Any]) -> str:
             ("kernels per step", "{:,}", "kernels_per_step"), ("compile (s)", "{:.1f}", "compile_s")]
     ratio_of = {"params": "params", "train_step_ms": "train_step", "infer_ms": "infer", "peak_memory_mb": "peak_memory",
                 "kernels_per_step": "kernels_per_step"}
-    lines = [f"{r['arch']} on {r['device']}, batch {r['batch_size']}, amp {r['amp']}, channels_last "
+    lines = [f"{r['arch']} on {r['device']}, batch {r['batch_size']} of {r['image_size']}x{r['image_size']} images "
+             f"({r['image_size_from']}), amp {r['amp']}, channels_last "
              f"{r['channels_last']}, compile {r['compile']}; median of {r['repeats']} x {r['steps']} steps",
              f"{'':<20}{'CSG':>14}{'original':>14}{'CSG/original':>14}"]
     for label, fmt, key in rows:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import traceback
 
@@ -81,7 +82,9 @@ def main():
 @config_option
 @set_option
 @click.option("--arch", help="Architecture (instead of --config), e.g. resnet56.")
-@click.option("--num-classes", type=int, help="Classifier outputs (default: 10, or the config's).")
+@click.option("--num-classes", type=int,
+              help="Classifier outputs (default: the config's, else the architecture's: 10 for the CIFAR nets, "
+                   "1000 for the ImageNet, torchvision and timm ones).")
 @click.option("--slice-shape", help="CSG slice shape S0,S1,kh,kw; omit for the original network.")
 @click.option("--code-size", type=int, help="CSG code size.")
 @click.option("--layout", type=click.Choice(["flat", "tile"]), help="CSG slice layout.")
@@ -191,7 +194,8 @@ def eval_cmd(checkpoint, overrides, split, device, batch_size, fmt, allow_import
     if fmt == "json":
         click.echo(json.dumps(m))
     else:
-        click.echo(f"{split} ({m['source']}): top1 {m['top1']:.2f}%  top5 {m['top5']:.2f}%  loss {m['loss']:.4f}  "
+        top5 = "n/a (fewer than 5 classes)" if m["top5"] is None else f"{m['top5']:.2f}%"
+        click.echo(f"{split} ({m['source']}): top1 {m['top1']:.2f}%  top5 {top5}  loss {m['loss']:.4f}  "
                    f"samples {m['samples']:,}  params {m['params']:,}")
 
 
@@ -354,6 +358,12 @@ def report_cmd(run_dirs, fmt, by_seed, plot_path, overwrite):
     runs = [d for d in run_dirs if is_run_dir(d)]
     others = [d for d in run_dirs if not is_run_dir(d)]
     if not runs:
+        from pathlib import Path
+
+        holders = [d for d in others if Path(d).is_dir() and any(is_run_dir(p) for p in Path(d).iterdir())]
+        if holders:  # a sweep's folder: the runs are inside it
+            raise UserError(f"{holders[0]} holds runs but is not one itself; pass them: acl report "
+                            f"{shlex.quote(str(Path(holders[0])))}/*")
         what = f"{others[0]} is not" if len(others) == 1 else f"none of the {len(others)} paths is"
         raise UserError(f"{what} a run directory (no config.yaml / params.json)")
     if others:

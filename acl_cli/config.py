@@ -309,10 +309,30 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
     return memo[id(node)]
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML whose integers are read as YAML 1.2 (and every ML config writer) reads them: PyYAML's YAML 1.1
+    takes ``010`` as octal 8 (``--set train.seed=010`` would be seed 8), ``1:20`` as 80 (base 60) and
+    ``1_000`` as 1000. Here ``010`` is 10, ``0o10`` octal, ``0x10`` hex, and anything else is text."""
+
+
+_INT = "tag:yaml.org,2002:int"
+_Loader.yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag != _INT]
+                                   for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_INT, re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    return int(text, 0) if text.startswith(("0o", "0x")) else int(text, 10)  # base 10 keeps leading zeros decimal
+
+
+_Loader.add_constructor(_INT, _construct_int)
+
+
 def parse_yaml(text: str, where: str) -> Any:
     """Safe YAML (no tags that run code), refusing documents that expand past ``MAX_YAML_VALUES`` values:
     the document is composed and measured before anything is constructed."""
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:

@@ -343,9 +343,9 @@ def convert(model: nn.Module, slice_shape: Sequence[int], code_size: int, target
         setattr(model.get_submodule(parent), child, generated)
     if not generator.layers:
         have = ", ".join(f"{k} ({n})" for k, n in present.items()) or "no nn.Conv2d at all"
+        grouped = " (grouped convs are never generated)" if any(k.startswith("grouped") for k in present) else ""
         raise ValueError(f"no conv to generate: targets {list(targets)} with a {generator.slice_shape[2]}x"
-                         f"{generator.slice_shape[3]} slice; this model has {have} (grouped convs are never "
-                         "generated)")
+                         f"{generator.slice_shape[3]} slice; this model has {have}{grouped}")
     attach_generator(model, generator)
     return generator
 

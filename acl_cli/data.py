@@ -266,6 +266,24 @@ def load_raw_splits(cfg: DataConfig, num_classes: int) -> RawSplits:
                      {s: f"{path}/" for s, path in folders.items()})
 
 
+def input_side(cfg: DataConfig) -> tuple[int, str] | None:
+    """The side of the images the data gives a model, without loading it, and why: the crop
+    (``image_size``), CIFAR-like data's 32, the imagenet preset's 224, or an image folder's first image.
+    None when that needs a folder that is not there."""
+    if cfg.image_size:
+        return cfg.image_size, "data.image_size"
+    preset = cfg.preset
+    if cfg.name in ("cifar10", "cifar100", "digits", "synthetic") and preset in ("auto", "cifar", "digits", "none"):
+        return 32, f"{cfg.name} images"
+    if cfg.name == "imagenet" or preset == "imagenet":
+        return 224, "the imagenet preset's crop"
+    folders = [Path(cfg.root) / s for s in ("train", "val", "test") if (Path(cfg.root) / s).is_dir()]
+    side = _first_image_side(folders[0]) if folders else None
+    if side is None:
+        return None
+    return (side, f"the images in {folders[0]}") if side <= 64 or preset != "auto" else (224, "the imagenet preset's crop")
+
+
 # --------------------------------------------------------------------------------------------------
 # Splits
 

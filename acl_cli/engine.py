@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,7 +32,7 @@ from .csg import GENERATOR_ATTR, GeneratedConv2d, SliceGenerator, find_generator
 from .data import (DeviceLoader, build_splits, check_classes, check_split_images, eval_loader, sample_fingerprint,
                    train_loader)
 from .errors import UserError, one_line
-from .files import read_text, write_text
+from .files import atomic_write, read_text, write_text
 from .models import create_model, resolve_model_config
 from .models.external import check_import_allowed
 from .params import format_report, report_for_config
@@ -76,6 +76,22 @@ def build_model(cfg: Config, pretrained: bool = True) -> nn.Module:
     if pretrained and cfg.model.pretrained:
         load_pretrained(model, cfg.model.pretrained)
     return model
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(state)``, strict; a mismatch is one line naming the first key that differs
+    (torch's own message starts with a header line and lists every key)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        first = (f"{shapes[0]} is {tuple(state[shapes[0]].shape)} in {source}, {tuple(own[shapes[0]].shape)} in the "
+                 "model" if shapes else f"{missing[0]} is missing from {source}" if missing else
+                 f"{source} has {unexpected[0]}, which the model has not")
+        count = len(missing) + len(unexpected) + len(shapes)
+        raise UserError(f"{source} does not fit this model: {first}" + (f" ({count} differences)" if count > 1 else ""))
+    model.load_state_dict(state)
 
 
 @torch.no_grad()
@@ -165,6 +181,32 @@ def milestone_epochs(cfg: ScheduleConfig, epochs: int) -> list[float]:
     return list(cfg.milestones)
 
 
+@dataclass
+class StepSchedule:
+    """The lr factor at each step: a linear warm-up ramp times multistep decay or a cosine, each exactly at
+    the step its setting names (a milestone of 1 epoch at 10 steps an epoch: step 10 onward is decayed, even
+    during a warm-up). A callable object, so a scheduler's state_dict holds it as plain data."""
+    name: str
+    total: int
+    warmup: int
+    warmup_factor: float
+    milestones: list[int]
+    gamma: float
+    min_factor: float
+
+    def __call__(self, step: int) -> float:
+        factor = 1.0
+        if step < self.warmup:
+            factor = self.warmup_factor + (1.0 - self.warmup_factor) * step / self.warmup
+        if self.name == "multistep":
+            factor *= self.gamma ** sum(step >= m for m in self.milestones)
+        elif self.name == "cosine":
+            span = max(1, self.total - self.warmup)
+            t = min(max(step - self.warmup, 0), span) / span
+            factor *= self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
+        return factor
+
+
 def build_scheduler(optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch: int):
     """A per-step schedule; milestones and warmup are given in epochs."""
     lrs = torch.optim.lr_scheduler
@@ -174,18 +216,11 @@ def build_scheduler(optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch
             raise UserError("schedule.warmup_epochs: onecycle has its own warmup (schedule.pct_start)")
         max_lr = [g["lr"] for g in optimizer.param_groups]
         return lrs.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=cfg.pct_start)
-    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total)
-    if cfg.name == "multistep":
-        milestones = [max(1, round(m * steps_per_epoch) - warmup) for m in milestone_epochs(cfg, epochs)]
-        main = lrs.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
-    elif cfg.name == "cosine":
-        main = lrs.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup), eta_min=cfg.min_lr)
-    else:
-        main = lrs.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    if warmup == 0:
-        return main
-    ramp = lrs.LinearLR(optimizer, start_factor=cfg.warmup_factor, end_factor=1.0, total_iters=warmup)
-    return lrs.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+    milestones = [round(m * steps_per_epoch) for m in milestone_epochs(cfg, epochs)] if cfg.name == "multistep" else []
+    base_lr = optimizer.param_groups[0]["lr"]
+    schedule = StepSchedule(cfg.name, total, min(round(cfg.warmup_epochs * steps_per_epoch), total), cfg.warmup_factor,
+                            milestones, cfg.gamma, cfg.min_lr / base_lr)
+    return lrs.LambdaLR(optimizer, schedule)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,7 +252,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, progress: bool = Fa
     loss, top1, top5, n = env.sum(torch.cat([sums, sums.new_tensor([n])])).tolist()
     if n == 0:
         raise UserError("the evaluation split is empty")
-    return {"loss": loss / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n, "samples": int(n)}
+    five = logits.shape[1] >= 5  # with fewer outputs every label is in the top 5: no figure to report
+    return {"loss": loss / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n if five else None, "samples": int(n)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,8 +272,8 @@ def _stop_on_signals() -> Iterator[dict]:
         if flag["stop"] is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         flag["stop"] = signal.Signals(signum).name
-        print(f"\n{flag['stop']} received: stopping after this step (Ctrl-C again to quit at once)",
-              file=sys.stderr, flush=True)
+        again = " (Ctrl-C again to quit at once)" if signum == signal.SIGINT else ""
+        print(f"\n{flag['stop']} received: stopping after this step{again}", file=sys.stderr, flush=True)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -483,6 +519,7 @@ class _Run:
         for split, ds, keys in (("training", self.splits.train, [tuple(k) for k in first_batch]),
                                 ("validation", self.splits.val, range(min(2, len(self.splits.val))))):
             x = torch.stack([ds[k][0] for k in keys])
+            self.input_shape = list(x.shape[1:])  # ends as the validation images': what inference and export see
             try:
                 with autocast(self.device, self.cfg.train.amp):
                     self.model.eval()(x.to(self.device, memory_format=self.memory_format))
@@ -495,10 +532,7 @@ class _Run:
         path, cfg, progress = self.run_dir / "last.pt", self.cfg, self.progress
         self.restored_from = path.stat().st_mtime_ns
         state = load_checkpoint(path)
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise UserError(f"{path} does not fit this model: {str(e).splitlines()[0]}") from None
+        load_weights(self.model, state["model"], str(path))
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -520,17 +554,18 @@ class _Run:
         progress["train_files"] = files
         if "history" not in state["progress"]:  # a checkpoint older than the history it now carries
             progress["history"] = _read_history(self.run_dir / "metrics.csv", progress["epoch"])
+        # the schedule is a function of the step: rebuilt at the step reached, it is what a fresh run of these
+        # settings has there (new lr or schedule settings included; old checkpoints' scheduler classes too)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = cfg.optim.lr * self.lr_factor
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.train.epochs, self.steps_per_epoch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
+            for _ in range(progress["step"]):
+                self.scheduler.step()
         old = build_config(state["config"])
-        if (old.optim.lr, old.schedule, old.train.epochs) == (cfg.optim.lr, cfg.schedule, cfg.train.epochs):
-            self.scheduler.load_state_dict(state["scheduler"])
-        else:  # the schedule as a fresh run of this config would have it at the step reached
-            for group in self.optimizer.param_groups:
-                group["lr"] = group["initial_lr"] = cfg.optim.lr * self.lr_factor
-            self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.train.epochs, self.steps_per_epoch)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
-                for _ in range(progress["step"]):
-                    self.scheduler.step()
+        self.settings_changed = bool(changed_settings(old, cfg))
+        if (old.optim.lr, old.schedule, old.train.epochs) != (cfg.optim.lr, cfg.schedule, cfg.train.epochs):
             self.log(f"schedule rebuilt for the new settings; lr now {self.optimizer.param_groups[0]['lr']:.4g}")
         set_rng_state(state["rng"])
         self.stats.last_good = f"last good checkpoint: {path} (step {progress['step']})"
@@ -586,11 +621,14 @@ class _Run:
         write_text(run_dir / "config.yaml", cfg.to_yaml())
         write_text(run_dir / "params.json", json.dumps(self.report.to_dict(per_layer=True), indent=2))
         write_text(run_dir / "metrics.csv", _metrics_csv(self.progress["history"]))
-        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=self.progress["step"] if self.resume else None)
+        # a resume drops what was logged after its checkpoint, never the points of the step it resumes at
+        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=self.progress["step"] + 1 if self.resume else None)
+        write_hparams(run_dir / "tb", cfg)  # the settings as they are now (a resume may change lr, epochs)
         if not self.resume:
             self.writer.add_text("params", format_report(self.report, "markdown"))
-            self.writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "```")
-            _write_hparams(self.writer, cfg, self.report.total)
+            self.writer.add_scalar("hparam/params", self.report.total, 0)
+        if not self.resume or self.settings_changed:
+            self.writer.add_text("config", "```yaml\n" + cfg.to_yaml() + "```", self.progress["step"])
 
     def _write_run_record(self) -> None:
         """``run.json``: the splits, and one entry per session (the first, then each resume)."""
@@ -612,6 +650,7 @@ class _Run:
                             f"{(step - 1) // self.steps_per_epoch + 1}); {self.stats.last_good}; lower optim.lr")
         if self.main:
             state = {"config": self.cfg.to_dict(), "model": self.model.state_dict(), "classes": self.splits.classes,
+                     "input_shape": self.input_shape,
                      "progress": copy.deepcopy(self.progress), "params": self.report.total}
             if not lean:
                 state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
@@ -654,7 +693,9 @@ class _Run:
         self.sampler.set_epoch(epoch, progress["batch"])
         self.train_model.train()
         stats.start(progress["epoch_sums"])
-        wall_base, t0 = progress["wall"], time.perf_counter()
+        # time this epoch took in earlier sessions (a resume mid-epoch): img/s counts images and time alike
+        wall_base, before, t0 = progress["wall"], progress.get("epoch_time", 0.0), time.perf_counter()
+        self.session_images = stats.images  # images of this epoch before this session, for the running img/s
         bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False, dynamic_ncols=True,
                    disable=not (cfg.train.progress and self.main and sys.stderr.isatty()), initial=progress["batch"],
                    total=self.steps_per_epoch)
@@ -670,6 +711,7 @@ class _Run:
             if why or (every and progress["step"] % every == 0):
                 progress["epoch_sums"] = stats.sync()
                 progress["wall"] = wall_base + time.perf_counter() - t0
+                progress["epoch_time"] = before + time.perf_counter() - t0
                 self._checkpoint("last.pt")
             if why:
                 raise TrainingInterrupted(
@@ -677,15 +719,18 @@ class _Run:
                     f"written. Resume with: acl train --resume {shlex.quote(str(self.run_dir))}", self.run_dir)
         bar.close()
         sums = stats.sync()
-        epoch_time = time.perf_counter() - t0
+        session_time = time.perf_counter() - t0
+        epoch_time = before + session_time
         totals = self.env.sum(torch.tensor(sums, dtype=torch.float64, device=self.device)).tolist()
         loss_sum, correct, images = totals[:3]
         self.env.broadcast_buffers(self.model)
-        progress.update(epoch=epoch + 1, batch=0, epoch_sums=[0.0, 0, 0, 0], wall=wall_base + epoch_time)
+        progress.update(epoch=epoch + 1, batch=0, epoch_sums=[0.0, 0, 0, 0], wall=wall_base + session_time,
+                        epoch_time=0.0)
         seen = max(images, 1)
+        top5 = len(totals) > 3 and cfg.model.num_classes >= 5  # with fewer classes top-5 is always 100 %
         return {"epoch": epoch + 1, "step": progress["step"], "lr": self._step_lr(),
                 "train_loss": loss_sum / seen, "train_top1": 100 * correct / seen,
-                "train_top5": 100 * totals[3] / seen if len(totals) > 3 else None,
+                "train_top5": 100 * totals[3] / seen if top5 else None,
                 "epoch_time": epoch_time, "img_s": images / epoch_time}
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
@@ -719,7 +764,7 @@ class _Run:
     def _log_running(self, bar, t0: float, epoch: int) -> None:
         loss_sum, correct, images = self.stats.sync()[:3]
         step, seen, lr = self.progress["step"], max(images, 1), self._step_lr()
-        img_s = self.env.world_size * images / max(time.perf_counter() - t0, 1e-9)
+        img_s = self.env.world_size * (images - self.session_images) / max(time.perf_counter() - t0, 1e-9)
         self.writer.add_scalar("train/loss_running", loss_sum / seen, step)
         self.writer.add_scalar("lr", lr, step)
         if bar.disable and self.cfg.train.progress:  # not a terminal (a SLURM log, | tee): a plain line, no \r
@@ -742,13 +787,16 @@ class _Run:
         return None
 
     def _end_epoch(self, row: dict[str, Any]) -> None:
-        """Evaluate, then record the epoch: checkpoints, metrics.csv (from the history), TensorBoard, a line."""
+        """Evaluate, then record the epoch: TensorBoard, checkpoints, metrics.csv (from the history), a line.
+        TensorBoard first: a kill before the checkpoint repeats the same points at the same step on resume,
+        and one after it loses none (a resume purges only the steps after its checkpoint)."""
         progress, t0 = self.progress, time.perf_counter()
         val = evaluate(self.model, self.val_loader, self.device, env=self.env, amp=self.cfg.train.amp,
-                                  memory_format=self.memory_format)
+                       memory_format=self.memory_format)
         eval_time = time.perf_counter() - t0
         progress["wall"] += eval_time
         row = {**row, "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"], "eval_time": eval_time}
+        self._log_epoch(row)
         progress["history"].append(row)
         progress["pending"] = None
         is_best = val["top1"] > progress["best_top1"]
@@ -758,6 +806,14 @@ class _Run:
         self._checkpoint("last.pt")
         if self.main:
             write_text(self.run_dir / "metrics.csv", _metrics_csv(progress["history"]))
+        top5 = "" if val["top5"] is None else f"top5 {val['top5']:5.2f}%  "
+        self.log(f"epoch {row['epoch']:>3}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
+                 f"top1 {row['train_top1']:5.2f}%  val loss {val['loss']:.4f} top1 {val['top1']:5.2f}% "
+                 f"{top5}lr {row['lr']:.4g}  {row['img_s']:,.0f} img/s  "
+                 f"{row['epoch_time']:.1f}s{'  *best' if is_best else ''}")
+
+    def _log_epoch(self, row: dict[str, Any]) -> None:
+        """The epoch's row in TensorBoard, at its last step."""
         for key in ("train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5"):
             if row.get(key) is not None:
                 split, name = key.split("_")
@@ -765,12 +821,8 @@ class _Run:
         self.writer.add_scalar("lr", row["lr"], row["step"])  # also at epoch ends: short runs have it too
         self.writer.add_scalar("perf/img_s", row["img_s"], row["step"])
         self.writer.add_scalar("perf/epoch_time_s", row["epoch_time"], row["step"])
-        self.writer.add_scalar("perf/eval_time_s", eval_time, row["step"])
+        self.writer.add_scalar("perf/eval_time_s", row["eval_time"], row["step"])
         self.writer.flush()
-        self.log(f"epoch {row['epoch']:>3}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
-                 f"top1 {row['train_top1']:5.2f}%  val loss {val['loss']:.4f} top1 {val['top1']:5.2f}% "
-                 f"top5 {val['top5']:5.2f}%  lr {row['lr']:.4g}  {row['img_s']:,.0f} img/s  "
-                 f"{row['epoch_time']:.1f}s{'  *best' if is_best else ''}")
 
     def _finish(self) -> dict[str, Any]:
         progress = self.progress
@@ -782,7 +834,8 @@ class _Run:
         if self.main:
             write_text(self.run_dir / "final.json", json.dumps(final, indent=2))  # marks the run as finished
             for key in HPARAM_METRICS:
-                self.writer.add_scalar(f"hparam/{key}", final[key], progress["step"])
+                if final[key] is not None:  # val_top5 with fewer than 5 classes
+                    self.writer.add_scalar(f"hparam/{key}", final[key], progress["step"])
             self.writer.flush()
         self.log(f"done: best val top1 {progress['best_top1']:.2f}%; checkpoints {self.run_dir / 'best.pt'} and "
                  f"last.pt; TensorBoard: tensorboard --logdir {self.run_dir / 'tb'}")
@@ -799,15 +852,30 @@ def hparams(cfg: Config) -> dict[str, Any]:
     return {key: scalar(value) for key, value in flatten(cfg.to_dict()).items()}
 
 
-def _write_hparams(writer, cfg: Config, params: int) -> None:
-    """The HParams entry, written when the run starts: a crashed or running run shows up too. The metrics
-    are scalars under ``hparam/``, written at the end (params at once)."""
+HPARAMS_EVENTS = "events.out.tfevents.0000000000.acl-hparams"  # sorts first among a run's event files
+
+
+def write_hparams(tb_dir: Path, cfg: Config) -> None:
+    """The HParams entry, in an event file of its own that TensorBoard reads before the others (it keeps
+    the first value of a tag), rewritten when a resume changes settings: it always shows the settings the
+    run has now. Written when the run starts, so a crashed or running run shows up too; the metrics are
+    scalars under ``hparam/``, written at the end (params at once)."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
     from torch.utils.tensorboard.summary import hparams as hparams_summary
 
     experiment, session_start, _ = hparams_summary(hparams(cfg), {f"hparam/{k}": 0.0 for k in HPARAM_METRICS})
-    for summary in (experiment, session_start):
-        writer._get_file_writer().add_summary(summary)
-    writer.add_scalar("hparam/params", params, 0)
+    events = [Event(wall_time=time.time(), file_version="brain.Event:2")]
+    events += [Event(wall_time=time.time(), step=0, summary=summary) for summary in (experiment, session_start)]
+
+    def write(f) -> None:
+        for event in events:
+            RecordWriter(f).write(event.SerializeToString())
+
+    try:
+        atomic_write(tb_dir / HPARAMS_EVENTS, write)
+    except OSError as e:
+        raise UserError(f"cannot write {tb_dir / HPARAMS_EVENTS}: {e.strerror or e}") from None
 
 
 def _git_commit() -> str | None:
@@ -861,10 +929,7 @@ def load_model(path: str | Path, overrides: tuple[str, ...] = (),
     if cfg.model.arch == (state["config"].get("model") or {}).get("arch"):
         check_import_allowed(cfg.model.arch, str(path), allow_imports)
     model = build_model(cfg, pretrained=False)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise UserError(f"{path}: weights do not fit {cfg.model.arch}: {str(e).splitlines()[0]}") from None
+    load_weights(model, state["model"], str(path))
     return model.eval(), cfg, state
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from .csg import GeneratedConv2d, SliceGenerator, find_generator
 
 KINDS = ("generator", "codes", "conv", "norm", "classifier", "other")
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
@@ -52,7 +53,7 @@ def _kind(module: nn.Module, name: str) -> str:
         return "generator"
     if isinstance(module, GeneratedConv2d):
         return "codes" if name == "codes" else "conv"
-    if isinstance(module, nn.Conv2d):
+    if isinstance(module, CONVS):
         return "conv"
     if isinstance(module, _NORMS):
         return "norm"
@@ -86,7 +87,7 @@ def conv_rows(model: nn.Module) -> list[LayerRow]:
             shape = [m.out_channels, m.in_channels, *m.kernel_size]
             params = m.codes.numel() + (m.bias.numel() if m.bias is not None else 0)
             rows.append(LayerRow(name, shape, True, m.num_slices, params))
-        elif isinstance(m, nn.Conv2d):
+        elif isinstance(m, CONVS):  # every conv, 1-d, 3-d and transposed ones too; generated are only 2-d
             params = sum(p.numel() for p in m.parameters(recurse=False))
             rows.append(LayerRow(name, list(m.weight.shape), False, 0, params))
     return rows
@@ -135,11 +136,16 @@ def report_for_config(model_cfg, model: nn.Module | None = None) -> ParamReport:
 # Formatting
 
 
+def _csg_summary(r: ParamReport) -> str:
+    if not r.csg:
+        return "none (the original network)"
+    return f"slice {'x'.join(map(str, r.csg['slice_shape']))}, code {r.csg['code_size']}, {r.csg['layout']} layout"
+
+
 def _summary_rows(r: ParamReport) -> list[tuple[str, str]]:
     rows = [("arch", r.arch)]
     if r.csg:
-        rows.append(("csg", f"slice {'x'.join(map(str, r.csg['slice_shape']))}, code {r.csg['code_size']}, "
-                            f"{r.csg['layout']} layout"))
+        rows.append(("csg", _csg_summary(r)))
     rows += [("total", f"{r.total:,}"), ("trainable", f"{r.trainable:,}"), ("frozen", f"{r.frozen:,}")]
     rows += [(f"  {k}", f"{v:,}") for k, v in r.by_kind.items() if v]
     rows += [("original total", f"{r.original_total:,}"), ("compression", f"{r.compression:.2f}x")]
@@ -164,6 +170,8 @@ def format_report(r: ParamReport, fmt: str = "table", per_layer: bool = False) -
         flat = r.to_dict()
         by_kind = flat.pop("by_kind")
         csg = flat.pop("csg") or {}
+        w.writerow(["arch", flat.pop("arch")])
+        w.writerow(["csg", _csg_summary(r)])
         for k, v in flat.items():
             w.writerow([k, v])
         for k, v in csg.items():
@@ -179,7 +187,7 @@ def format_report(r: ParamReport, fmt: str = "table", per_layer: bool = False) -
         return buf.getvalue().rstrip("\n")
     header = ["layer", "shape", "type", "slices", "params"]
     if fmt == "markdown":
-        lines = ["| | |", "|---|---|"] + [f"| {k.strip()} | {v} |" for k, v in _summary_rows(r)]
+        lines = ["| key | value |", "|---|---|"] + [f"| {k.strip()} | {v} |" for k, v in _summary_rows(r)]
         if per_layer:
             lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(row) + " |" for row in _layer_table(r)]

@@ -16,22 +16,41 @@ from .files import atomic_write, read_text
 from .rundir import check_output_file
 
 COLUMNS = ["run", "arch", "csg", "params", "compression", "best_top1", "final_top1", "selected_on", "epochs",
-           "wall_min", "img_s", "seed"]
+           "status", "wall_min", "img_s", "seed"]
 
 
-def _selected_on(run: Path, cfg) -> str:
+def _run_record(run: Path) -> dict[str, Any]:
+    """The run's ``run.json`` (splits, sessions), or {} for a run from before it or one unreadable."""
+    try:
+        record = json.loads(read_text(run / "run.json", what="run record"))
+    except (UserError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _selected_on(record: dict[str, Any], cfg) -> str:
     """The split best_top1 was chosen on: a held-out part of train, a validation set, or the test set."""
     try:
-        return json.loads(read_text(run / "run.json", what="run record"))["splits"]["val"]
-    except (UserError, ValueError, KeyError, TypeError):  # a run from before run.json: its config says
+        return str(record["splits"]["val"])
+    except (KeyError, TypeError):  # a run from before run.json: its config says
         if cfg.data.val_split > 0:
             return f"{cfg.data.val_split:.0%} of train held out"
         return "the dataset's val/ or test set"
 
 
-_NOT_THE_EXPERIMENT = ("train.seed", *NOT_COMPUTATIONAL)  # runs differing only in these are one group
+def _processes(record: dict[str, Any]) -> int:
+    """How many processes trained the run (its last session's), so runs of another global batch differ."""
+    try:
+        return int(record["sessions"][-1]["processes"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return 1
+
+
+# Runs that differ only in these (and their seed) are one experiment. The data root is not among them:
+# another folder may hold other data, so runs on two roots are never averaged together.
+_NOT_THE_EXPERIMENT = ("train.seed", *(k for k in NOT_COMPUTATIONAL if k != "data.root"))
 GROUP_COLUMNS = ["group", "arch", "csg", "params", "compression", "n", "seeds", "best_top1", "best_top1_std",
-                 "final_top1", "final_top1_std", "selected_on"]
+                 "final_top1", "final_top1_std", "selected_on", "status"]
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -66,6 +85,10 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError, csv.Error, UnicodeDecodeError):
         raise UserError(f"{run}: metrics.csv is not readable (cut short or edited?)") from None
     csg = cfg.model.csg
+    record = _run_record(run)
+    finished = (run / "final.json").exists()
+    experiment = {k: v for k, v in flatten(cfg.to_dict()).items() if k not in _NOT_THE_EXPERIMENT}
+    experiment["processes"] = _processes(record)  # another global batch: another experiment
     return {
         "run": run.name,
         "arch": cfg.model.arch,
@@ -75,13 +98,14 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         "compression": compression,
         "best_top1": round(max(top1), 2) if top1 else None,
         "final_top1": round(top1[-1], 2) if top1 else None,
-        "selected_on": _selected_on(run, cfg),
+        "selected_on": _selected_on(record, cfg),
+        "status": "finished" if finished else "unfinished",
         "epochs": f"{len(rows)}/{cfg.train.epochs}",
         "wall_min": wall_min,
         "img_s": img_s,
         "seed": cfg.train.seed,
-        "experiment": json.dumps({k: v for k, v in flatten(cfg.to_dict()).items() if k not in _NOT_THE_EXPERIMENT},
-                                 sort_keys=True),
+        # only finished runs are averaged: an unfinished one is an experiment of its own
+        "experiment": json.dumps(experiment, sort_keys=True) if finished else f"unfinished:{run.resolve()}",
     }
 
 
@@ -92,8 +116,8 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per experiment: runs with the same settings but their seed, with mean ± std (sample) of
-    best and final top-1 over the runs that have them, and n."""
+    """One row per experiment: finished runs of the same data, process count and settings but their seed,
+    with mean ± std (sample) of best and final top-1 and n. An unfinished run is a row of its own, marked so."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["experiment"], []).append(row)
@@ -108,7 +132,7 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "compression": first["compression"], "n": len(members),
                     "seeds": " ".join(str(r["seed"]) for r in sorted(members, key=lambda r: r["seed"])),
                     "best_top1": best_mean, "best_top1_std": best_std, "final_top1": final_mean,
-                    "final_top1_std": final_std, "selected_on": first["selected_on"]})
+                    "final_top1_std": final_std, "selected_on": first["selected_on"], "status": first["status"]})
     return out
 
 
@@ -141,7 +165,8 @@ def format_rows(rows: list[dict[str, Any]], fmt: str, by_seed: bool = False) -> 
     if fmt == "markdown" and any(g["n"] > 1 for g in groups):
         shown = [{**g, "best_top1": _pm(g["best_top1"], g["best_top1_std"]),
                   "final_top1": _pm(g["final_top1"], g["final_top1_std"])} for g in groups]
-        columns = ["group", "arch", "csg", "params", "compression", "n", "best_top1", "final_top1", "selected_on"]
+        columns = ["group", "arch", "csg", "params", "compression", "n", "best_top1", "final_top1", "selected_on",
+                   "status"]
         text += "\n\nGrouped over seeds (mean ± sample std over n runs):\n\n" + _table(shown, columns, fmt)
     return text
 

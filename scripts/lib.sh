@@ -56,15 +56,21 @@ parse_args() {  # [--list|--sbatch|--report] DATA_ROOT EPOCHS [OUT_DIR]
     EPOCHS=$2
     OUT=${3:-runs/$(basename "$0" .sh)}
     case $EPOCHS in ''|*[!0-9]*|0) die "EPOCHS must be a positive integer, got '$EPOCHS'";; esac
-    case ${TASK_INDEX:-0} in ''|*[!0-9]*) die "TASK_INDEX must be a job index (see --list), got '$TASK_INDEX'";; esac
+    if [ -n "${TASK_INDEX+set}" ]; then  # set, even to nothing: an empty index must not mean "every job"
+        case $TASK_INDEX in ''|*[!0-9]*) die "TASK_INDEX must be a job index (see --list), got '$TASK_INDEX'";; esac
+        TASK_INDEX=$((10#$TASK_INDEX))  # decimal: 08 is job 8, not a bad octal number
+    fi
+    local seeds=() seed
     for seed in ${SEEDS:-}; do
         case $seed in *[!0-9]*) die "SEEDS must be non-negative integers, got '$seed'";; esac
+        seeds+=("$((10#$seed))")  # decimal: 010 is seed 10
     done
+    [ -n "${SEEDS+set}" ] && SEEDS="${seeds[*]}"
     [ -f "$ROOT_DIR/$BASE_CONFIG" ] || die "BASE_CONFIG $BASE_CONFIG not found under $ROOT_DIR"
     # the configs give milestones as fractions of the run, so they scale with EPOCHS
     case $PARALLEL in ''|*[!0-9]*|0) die "PARALLEL must be a positive integer, got '$PARALLEL'";; esac
-    read -r -a GPU_LIST <<< "$GPUS"
-    read -r -a EXTRA <<< "$EXTRA_SET"
+    read -r -d '' -a GPU_LIST <<< "$GPUS"  # -d '': every line, not only the first
+    read -r -d '' -a EXTRA <<< "$EXTRA_SET"
     DATASET_SET=()
     case ${DATASET:-} in
         '') ;;
@@ -114,7 +120,7 @@ run_jobs() {  # what the script's mode asks for, over the jobs added
         sbatch) write_sbatch;;
         report) report_status;;
         run)
-            if [ -n "${TASK_INDEX:-}" ]; then
+            if [ -n "${TASK_INDEX+set}" ]; then
                 run_one "$TASK_INDEX"
             elif [ "$DRY_RUN" = 1 ]; then
                 for i in "${!JOB_NAMES[@]}"; do job_command "$i"; printf '%q ' "${CMD[@]}"; echo; done
@@ -264,20 +270,34 @@ report_status() {  # --report: after a job array, which tasks finished, and the 
     exit $?
 }
 
+directive_value() {  # WHAT VALUE: VALUE double-quoted for an #SBATCH line, or die if a directive cannot carry it
+    case $2 in
+        *$'\n'*|*'"'*|*'\'*) die "$1 '$2' holds a newline, a double quote or a backslash, which an #SBATCH line cannot carry; use another path";;
+    esac
+    printf '"%s"' "$2"  # sbatch splits directives at unquoted spaces; within quotes, " and \ would be special
+}
+
 write_sbatch() {  # OUT/sweep.sbatch: one array task per job; OUT/report.sbatch: the report once all ended
-    local n=${#JOB_NAMES[@]} out_abs
+    local n=${#JOB_NAMES[@]} out_abs data_abs
     mkdir -p "$OUT"
     out_abs="$(cd "$OUT" && pwd)"
+    data_abs="$(realpath -m -- "$DATA_ROOT")"  # the tasks cd into the project: a relative root would move
+    case $out_abs in *%*) die "OUT_DIR '$out_abs' holds a %, which sbatch reads as a file-name pattern; use another path";; esac
+    local output report_output partition=""
+    output="$(directive_value OUT_DIR "$out_abs/slurm-%A_%a.log")" || exit 2
+    report_output="$(directive_value OUT_DIR "$out_abs/report-%j.log")" || exit 2
+    if [ -n "${SBATCH_PARTITION:-}" ]; then
+        partition="#SBATCH --partition=$(directive_value SBATCH_PARTITION "$SBATCH_PARTITION")"$'\n' || exit 2
+    fi
     local exports="" var
     for var in "${SWEEP_VARS[@]}"; do
         [ -n "${!var+x}" ] && exports+="export $var=$(printf '%q' "${!var}")"$'\n'
     done
-    local limit="" partition="" gpus=""
+    local limit="" gpus=""
     [ -n "${SBATCH_MAX_PARALLEL:-}" ] && limit="%$SBATCH_MAX_PARALLEL"
-    [ -n "${SBATCH_PARTITION:-}" ] && partition="#SBATCH --partition=$SBATCH_PARTITION"$'\n'
     [ "${SBATCH_GPUS:-1}" != 0 ] && gpus="#SBATCH --gpus=${SBATCH_GPUS:-1}"$'\n'  # 0: a CPU-only task
     local args
-    args="$(printf '%q ' "$DATA_ROOT" "$EPOCHS" "$out_abs")"
+    args="$(printf '%q ' "$data_abs" "$EPOCHS" "$out_abs")"
     cat > "$OUT/sweep.sbatch" <<EOF
 #!/usr/bin/env bash
 #SBATCH --job-name=$(basename "$0" .sh)
@@ -287,7 +307,7 @@ ${gpus}#SBATCH --cpus-per-task=${SBATCH_CPUS:-8}
 #SBATCH --time=${SBATCH_TIME:-24:00:00}
 ${partition}#SBATCH --requeue
 #SBATCH --signal=B:TERM@120
-#SBATCH --output=$out_abs/slurm-%A_%a.log
+#SBATCH --output=$output
 ${SBATCH_EXTRA:-}
 # $n jobs: bash $(printf '%q' "$SCRIPT_PATH") --list $args
 # A requeued or resubmitted task resumes its run from last.pt; a finished one is skipped.
@@ -299,11 +319,13 @@ EOF
 #!/usr/bin/env bash
 #SBATCH --job-name=$(basename "$0" .sh)-report
 #SBATCH --time=00:30:00
-#SBATCH --output=$out_abs/report-%j.log
+${partition}#SBATCH --output=$report_output
+${SBATCH_EXTRA:-}
 cd $(printf '%q' "$ROOT_DIR")
 $exports
 exec bash $(printf '%q' "$SCRIPT_PATH") --report $args
 EOF
     echo "wrote $OUT/sweep.sbatch ($n array tasks) and $OUT/report.sbatch; submit both with:"
-    echo "  jid=\$(sbatch --parsable $OUT/sweep.sbatch) && sbatch --dependency=afterany:\$jid $OUT/report.sbatch"
+    printf '  jid=$(sbatch --parsable %q) && sbatch --dependency=afterany:$jid %q\n' "$OUT/sweep.sbatch" \
+        "$OUT/report.sbatch"
 }
