@@ -126,7 +126,7 @@ CASES = [
     ("eval", "authors.t7"), "is not an acl checkpoint",
     ("eval", "evil.pt"), "refusing to load evil.pt",
     ("eval", "empty_run"), "no checkpoint in empty_run",
-    ("eval", "run", "--set", "model.arch=resnet32"), "weights do not fit resnet32",
+    ("eval", "run", "--set", "model.arch=resnet32"), "run does not fit this model: stage1.3.conv_a.codes is missing",
     ("eval", "run", "--split", "test"), "no test split",
     ("eval", "run", "--split", "holdout"), "'holdout' is not one of",
     ("eval", "run", "--set", "data.val_split=2"), "data.val_split: must be in [0, 1)",

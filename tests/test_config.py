@@ -2,6 +2,7 @@
 import pytest
 import yaml
 
+from acl_cli.models import resolve_model_config
 from acl_cli.config import ConfigError, load_config
 from acl_cli.engine import milestone_epochs
 
@@ -43,7 +44,6 @@ def test_shipped_configs_resolve():
     ("optim: {lr: -0.1}\n", [], "optim.lr: must be > 0"),
     ("train: {epochs: 2.5}\n", [], "train.epochs: expected an int"),
     ("data: {name: mnist}\n", [], "data.name: expected 'cifar10' or"),
-    ("model: {arch: resnet21}\n", [], "unknown arch 'resnet21'; valid: "),
     ("model: {csg: {slice_shape: [3, 3], code_size: 8}}\n", [], "slice_shape: expected 4 positive ints"),
     ("model: {csg: {slice_shape: [8, 8, 3, 3], code_size: 8, layout: diagonal}}\n", [], "model.csg.layout: expected 'flat' or 'tile'"),
     ("data: {name: digits}\n", [], "digits has no held-out split"),
@@ -122,7 +122,8 @@ def test_a_csg_block_must_name_slice_shape_and_code_size():
 def test_each_architecture_has_its_own_default_num_classes(arch, classes, cli):
     import json
 
-    assert load_config(None, [f"model.arch={arch}"]).model.num_classes == classes
+    assert load_config(None, [f"model.arch={arch}"]).model.num_classes is None  # a config knows nothing of models
+    assert resolve_model_config(load_config(None, [f"model.arch={arch}"]).model).num_classes == classes
     report = json.loads(cli("count-params", "--arch", arch, "--format", "json").output)
     classifier = {"resnet56": 64, "densenet_bc_40_12": 132, "resnet50": 2048, "densenet121": 1024}[arch]
     assert report["by_kind"]["classifier"] == (classifier + 1) * classes  # weights and bias, default classes

@@ -127,23 +127,24 @@ def test_a_user_factory_trains_and_evaluates_from_the_cli(tmp_path, cli, monkeyp
     res = cli("train", "--config", cfg, "--out", tmp_path / "run")
     assert res.exit_code == 0, res.output
     assert "my_nets:tiny CSG" in res.output
-    ev = json.loads(cli("eval", tmp_path / "run", "--format", "json").output)
+    ev = json.loads(cli("eval", tmp_path / "run", "--format", "json", "--allow-import", "my_nets").output)
     assert ev["samples"] == 359 and ev["params"] == json.loads((tmp_path / "run" / "final.json").read_text())["params"]
     # downstream on a converted model: resume, export (plain state_dict and TorchScript), bench
-    res = cli("train", "--resume", tmp_path / "run", "--set", "train.epochs=2")
+    res = cli("train", "--resume", tmp_path / "run", "--set", "train.epochs=2", "--allow-import", "my_nets")
     assert res.exit_code == 0 and "epoch   2/2" in res.output, res.output
-    assert cli("export", tmp_path / "run", "--out", tmp_path / "plain.pt").exit_code == 0
+    assert cli("export", tmp_path / "run", "--out", tmp_path / "plain.pt", "--allow-import", "my_nets").exit_code == 0
     import my_nets
 
     plain = my_nets.tiny(num_classes=10)
     plain.load_state_dict(torch.load(tmp_path / "plain.pt", weights_only=True))  # the user's own, unconverted
     from acl_cli.engine import load_model
 
-    converted, _, _ = load_model(tmp_path / "run")
+    converted, _, _ = load_model(tmp_path / "run", allow_imports=("my_nets",))
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(plain.eval()(x), converted(x), rtol=1e-4, atol=1e-4)
-    assert cli("export", tmp_path / "run", "--out", tmp_path / "m.ts", "--format", "torchscript").exit_code == 0
+    assert cli("export", tmp_path / "run", "--out", tmp_path / "m.ts", "--format", "torchscript",
+               "--allow-import", "my_nets").exit_code == 0
     with torch.no_grad():
         torch.testing.assert_close(torch.jit.load(tmp_path / "m.ts")(x), converted(x), rtol=1e-4, atol=1e-4)
     bench = json.loads(cli("bench", "--config", cfg, "--device", "cpu", "--batch-size", "8", "--steps", "1",

@@ -28,8 +28,8 @@ def test_two_process_training_on_cpu(tmp_path, cli):
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.count("epoch   1/2") == 1  # logs from rank 0 only
     assert "x 2 processes (lr x 1)" in res.stdout  # no silent lr scaling: the recipe's lr, as configured
-    events = [p for p in (run / "tb").iterdir() if p.name.startswith("events")]
-    assert len(events) == 1  # rank 0's scalars and hparams, nothing from rank 1
+    events = sorted(p.name for p in (run / "tb").iterdir() if p.name.startswith("events"))
+    assert len(events) == 2 and events[0].endswith("acl-hparams")  # rank 0's hparams and scalars, nothing from rank 1
     rows = (run / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 3  # header + one row per epoch
     final = json.loads((run / "final.json").read_text())
@@ -90,5 +90,5 @@ def test_a_converted_user_model_trains_under_torchrun(tmp_path, cli, monkeypatch
     res = _torchrun("train", "--config", "configs/quickstart.yaml", "--out", run, *sets)
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((run / "final.json").read_text())["val_samples"] == 206 // 4
-    single = json.loads(cli("eval", run / "last.pt", "--format", "json").output)
+    single = json.loads(cli("eval", run / "last.pt", "--format", "json", "--allow-import", "ddp_nets").output)
     assert single["samples"] == 206 // 4

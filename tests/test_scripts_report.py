@@ -78,12 +78,12 @@ def test_report_groups_seeds_into_mean_and_std(tmp_path, cli):
              "train.epochs=1", "train.progress=false"]
     finals = {}
     for name, extra in (("r20_seed0", ["train.seed=0"]), ("r20_seed1", ["train.seed=1"]),
-                        ("r20_seed2", ["train.seed=2", "data.root=/elsewhere", "data.workers=1"]),
+                        ("r20_seed2", ["train.seed=2", "data.workers=1"]),
                         ("r20_tile", ["model.csg.layout=tile"])):
         finals[name] = train(load_config(None, small + extra), tmp_path / name, log=lambda *a: None)
     groups = json.loads(cli("report", *sorted(tmp_path.iterdir()), "--by-seed", "--format", "json").output)
     by_name = {g["group"]: g for g in groups}
-    assert set(by_name) == {"r20", "r20_tile"}  # the data root and workers are not the experiment; the seed neither
+    assert set(by_name) == {"r20", "r20_tile"}  # the loader's workers are not the experiment; the seed neither
     top1 = [round(finals[f"r20_seed{s}"]["best_val_top1"], 2) for s in range(3)]
     g = by_name["r20"]
     assert (g["n"], g["seeds"]) == (3, "0 1 2")

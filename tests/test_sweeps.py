@@ -120,7 +120,7 @@ def test_the_sbatch_array_runs_every_job_once_and_a_requeued_task_resumes(sweep,
     res, _ = sweep("--sbatch", "/data", 5, out, SBATCH_MAX_PARALLEL="2", SBATCH_PARTITION="gpu", SEEDS="4")
     assert res.returncode == 0, res.stderr
     text = (out / "sweep.sbatch").read_text()
-    for line in ("#SBATCH --array=0-5%2", "#SBATCH --requeue", "#SBATCH --partition=gpu", "#SBATCH --gpus=1",
+    for line in ("#SBATCH --array=0-5%2", "#SBATCH --requeue", '#SBATCH --partition="gpu"', "#SBATCH --gpus=1",
                  "#SBATCH --signal=B:TERM@120", "export SEEDS=4", "export DEPTHS="):
         assert line in text, line
     assert "sbatch --dependency=afterany:$jid" in res.stdout
