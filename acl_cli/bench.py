@@ -17,7 +17,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .config import Config
 from .data import (DEVICE_PRESETS, DeviceLoader, EpochBatchSampler, build_splits, input_side, loader_kwargs,
                    use_device_loader)
-from .engine import autocast, build_model, build_optimizer
+from .device import autocast
+from .models.build import build_model
+from .optim import build_optimizer
 from .errors import UserError
 from .models import get_model_entry
 
@@ -221,7 +223,7 @@ def bench_epochs(cfg: Config, device: torch.device, epochs: int = 3) -> dict[str
     import tempfile
     from pathlib import Path
 
-    from .engine import TrainingInterrupted, train
+    from .training import TrainingInterrupted, train
 
     _require_csg(cfg)
     if epochs < 2:

@@ -149,7 +149,8 @@ def train(config_path, overrides, out_dir, resume_dir, overwrite, allow_imports)
     """
     from pathlib import Path
 
-    from .engine import TrainingInterrupted, resume_config, train as run_training
+    from .rundir import resume_config
+    from .training import TrainingInterrupted, train as run_training
     from .rundir import check_not_reading, check_replaceable
 
     if resume_dir:
@@ -187,7 +188,7 @@ def eval_cmd(checkpoint, overrides, split, device, batch_size, fmt, allow_import
       acl eval runs/r56/last.pt --split test --format json
       acl eval runs/r56 --set data.name=imagefolder --set data.root=/data/cifar-jpeg --split test
     """
-    from .engine import evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint
 
     overrides = (*overrides, "train.progress=false") if fmt == "json" else overrides
     m = evaluate_checkpoint(checkpoint, split, overrides, device, batch_size, allow_imports)
@@ -251,7 +252,7 @@ def bench_cmd(config_path, overrides, device, batch_size, steps, repeats, data_o
         --set data.synthetic_size=50000 --set data.preset=cifar   # CIFAR-10-sized epochs of acl train
     """
     from .bench import bench_epochs, bench_loaders, bench_models, format_epochs, format_loaders, format_models
-    from .engine import resolve_device
+    from .device import resolve_device
 
     if not config_path:
         raise ConfigError("give --config FILE (see acl bench --help)")

@@ -10,7 +10,7 @@ import torch
 from .checkpoint import save_checkpoint
 from .files import atomic_write
 from .csg import materialize
-from .engine import load_model
+from .evaluate import load_model
 from .errors import UserError
 from .models import get_model_entry
 from .rundir import check_output_file

@@ -1,11 +1,13 @@
-"""The run directory: what acl writes there, what ``--overwrite`` may remove, and one writer at a time.
+"""The run directory: what acl writes there, whether a run may start, be replaced or resume there, and one
+writer at a time.
 
 A folder is an acl run only if acl made it: it holds the run record ``run.json`` (the first file a run
 writes) or a checkpoint that loads. A user's folder that merely holds a ``config.yaml`` is not one.
 ``--overwrite`` never removes a directory, only the entries acl itself writes (``RUN_ENTRIES``) in a run;
 a folder that is not a run, holds anything else, is the working directory or one of its parents, the home
-directory or a symbolic link is refused before anything is touched. A run holds an OS lock on ``.lock`` for its whole life: the kernel
-releases it when the process ends, however it ends, so a killed run never leaves a stale lock.
+directory or a symbolic link is refused before anything is touched. A run holds an OS lock on ``.lock`` for
+its whole life: the kernel releases it when the process ends, however it ends, so a killed run never leaves
+a stale lock. A resume may change only what does not alter the run it continues (``RESUMABLE``).
 """
 from __future__ import annotations
 
@@ -15,9 +17,13 @@ import os
 import shlex
 import shutil
 from pathlib import Path
+from typing import Any
 
+from .checkpoint import load_checkpoint
+from .config import NOT_COMPUTATIONAL, Config, ConfigError, apply_overrides, build_config, flatten, quote
 from .errors import UserError
-from .files import open_regular_no_follow
+from .files import open_regular_no_follow, read_text
+from .models.external import check_import_allowed
 
 LOCK = ".lock"
 RECORD = "run.json"  # written first when acl takes a folder: the mark of a run
@@ -50,9 +56,6 @@ def _protected(path: Path) -> str | None:
 
 def is_acl_run(run_dir: Path) -> bool:
     """Whether acl made ``run_dir``: its run record reads as one, or one of its checkpoints loads."""
-    from .checkpoint import load_checkpoint
-    from .files import read_text
-
     try:
         record = json.loads(read_text(run_dir / RECORD, what="run record"))
         if isinstance(record, dict) and isinstance(record.get("sessions"), list):
@@ -206,3 +209,46 @@ def check_output_file(out: Path, overwrite: bool, reads: Path | None = None) -> 
     parent = out.parent
     if out.name in RUN_ENTRIES and (parent / "config.yaml").is_file() and (parent / "last.pt").is_file():
         raise UserError(f"refusing to write {out}: it is a file of the acl run directory {parent}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Which runs may start or resume here, and what a resume may change
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse before anything is built or written."""
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise UserError(f"cannot resume: {run_dir / 'last.pt'} does not exist")
+        check_tb_not_a_link(run_dir)
+    elif overwrite:
+        check_replaceable(run_dir)
+    else:
+        check_new_run(run_dir)
+
+
+# What a resume may change: none of these alters the model, the data stream or the updates already
+# applied. The learning rate and schedule are rebuilt at the step reached, as a fresh run would have them.
+RESUMABLE = ("train.epochs", *NOT_COMPUTATIONAL, "optim.lr", "schedule")
+
+
+def changed_settings(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old, new)}`` for every setting that differs."""
+    a, b = flatten(old.to_dict()), flatten(new.to_dict())
+    absent = object()  # a key only one side has (model.csg null on one, a mapping on the other) differs too
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k, absent) != b.get(k, absent)}
+
+
+def resume_config(run_dir: str | Path, overrides: tuple[str, ...] = (), allow_imports: tuple[str, ...] = ()) -> Config:
+    """The config stored in a run's ``last.pt`` with overrides applied; refuses changes a resume cannot honour,
+    and a factory module the run names unless ``allow_imports`` lists it."""
+    check_run_dir(Path(run_dir), resume=True, overwrite=False)
+    state = load_checkpoint(Path(run_dir) / "last.pt")
+    old, new = build_config(state["config"]), build_config(apply_overrides(state["config"], overrides))
+    check_import_allowed(old.model.arch, str(run_dir), allow_imports)
+    for key, (before, after) in changed_settings(old, new).items():
+        if not any(key == r or key.startswith(r + ".") for r in RESUMABLE):
+            raise ConfigError(f"--resume cannot change {key} ({quote(before)} -> {quote(after)}): the run would not "
+                              f"continue as it began; resume may change {', '.join(RESUMABLE)}.*; start a new run "
+                              "with --config for anything else")
+    return new

@@ -27,7 +27,9 @@ sys.path.insert(0, str(ROOT))
 
 from acl_cli.config import load_config  # noqa: E402
 from acl_cli.data import build_splits  # noqa: E402
-from acl_cli.engine import build_model, resolve_device, train  # noqa: E402
+from acl_cli.device import resolve_device  # noqa: E402
+from acl_cli.models.build import build_model
+from acl_cli.training import train
 
 
 def bare_loop(cfg, device, epochs: int) -> list[float]:

@@ -23,7 +23,9 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from acl_cli.config import load_config  # noqa: E402
-from acl_cli.engine import autocast, build_model, build_optimizer  # noqa: E402
+from acl_cli.device import autocast  # noqa: E402
+from acl_cli.models.build import build_model
+from acl_cli.optim import build_optimizer
 
 
 def measure(step, device: torch.device, steps: int, repeats: int = 3) -> tuple[float, float, int, list]:

@@ -99,7 +99,7 @@ def test_a_checkpoint_in_their_mobilenet_format_imports_exactly(tmp_path, cli):
     torch.save({"net": theirs, "acc": 91.5, "epoch": 180}, tmp_path / "ckpt.t7")
     res = cli("import-original", tmp_path / "ckpt.t7", "--arch", "mobilenet_v2_cifar", "--out", tmp_path / "m.pt")
     assert res.exit_code == 0, res.output
-    from acl_cli.engine import load_model
+    from acl_cli.evaluate import load_model
 
     imported, _, _ = load_model(tmp_path / "m.pt")
     x = torch.randn(2, 3, 32, 32)

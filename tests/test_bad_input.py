@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from acl_cli.engine import train
+from acl_cli.training import train
 from acl_cli.config import load_config
 
 SMALL = ["model.arch=resnet20", "model.csg={slice_shape: [16, 16, 3, 3], code_size: 72}", "data.name=digits",

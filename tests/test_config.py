@@ -4,7 +4,7 @@ import yaml
 
 from acl_cli.models import resolve_model_config
 from acl_cli.config import ConfigError, load_config
-from acl_cli.engine import milestone_epochs
+from acl_cli.optim import milestone_epochs
 
 
 def test_base_chain_and_overrides(tmp_path):
@@ -87,7 +87,7 @@ def test_exponent_floats_without_a_dot_are_numbers():
 
 def test_milestones_are_fractions_of_the_run_or_epochs_before_its_end():
     """A 2-epoch run of a 200-epoch recipe must still lower the lr (it did not when milestones were epochs)."""
-    from acl_cli.engine import build_optimizer, build_scheduler
+    from acl_cli.optim import build_optimizer, build_scheduler
     from acl_cli.errors import UserError
     from acl_cli.models import create_model
 

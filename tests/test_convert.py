@@ -137,7 +137,7 @@ def test_a_user_factory_trains_and_evaluates_from_the_cli(tmp_path, cli, monkeyp
 
     plain = my_nets.tiny(num_classes=10)
     plain.load_state_dict(torch.load(tmp_path / "plain.pt", weights_only=True))  # the user's own, unconverted
-    from acl_cli.engine import load_model
+    from acl_cli.evaluate import load_model
 
     converted, _, _ = load_model(tmp_path / "run", allow_imports=("my_nets",))
     x = torch.randn(3, 3, 32, 32)
@@ -169,7 +169,7 @@ def test_a_converted_mobilenet_v2_trains_and_evaluates(tmp_path, cli):
 
 def test_pretrained_weights_of_the_original_network_load_around_the_generated_kernels(tmp_path):
     from acl_cli.config import load_config
-    from acl_cli.engine import build_model
+    from acl_cli.models.build import build_model
 
     torch.manual_seed(1)
     source = torchvision.models.resnet18(num_classes=10)

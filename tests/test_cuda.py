@@ -76,7 +76,7 @@ def test_device_loader_on_cuda_matches_cpu():
                                    ["train.amp=fp16", "data.loader=torch", "data.workers=2"],
                                    ["train.amp=bf16", "train.channels_last=true", "train.compile=true"]])
 def test_training_on_cuda_saves_plain_checkpoints(tmp_path, cli, extra):
-    from acl_cli.engine import train
+    from acl_cli.training import train
 
     run = tmp_path / "run"
     final = train(load_config(None, BASE + extra), run, log=lambda *a: None)
@@ -91,7 +91,7 @@ def test_training_on_cuda_saves_plain_checkpoints(tmp_path, cli, extra):
 def test_training_steps_do_not_synchronise_with_the_host(tmp_path):
     """Host syncs per step stop the CPU from queueing work ahead of the GPU; the loop syncs per log interval,
     per checkpoint and per epoch only. Doubling the steps of an epoch must not add syncs."""
-    from acl_cli.engine import train
+    from acl_cli.training import train
 
     def syncs(batches: int) -> int:
         cfg = load_config(None, BASE + ["train.amp=bf16", "data.loader=device", "train.log_every_steps=1000",

@@ -110,7 +110,7 @@ def test_too_many_classes_for_the_model():
 
 
 def test_synthetic_data_is_learnable(tmp_path):
-    from acl_cli.engine import train
+    from acl_cli.training import train
 
     cfg = load_config(None, ["model.arch=resnet20", "data.name=synthetic", "data.synthetic_size=512",
                              "data.batch_size=32", "data.workers=0", "train.epochs=4", "train.progress=false",
@@ -181,7 +181,7 @@ def test_device_loader_batches_are_the_samplers_samples_and_crops():
 
 def test_device_loader_training_resumes_exactly(tmp_path):
     from acl_cli.checkpoint import load_checkpoint
-    from acl_cli.engine import TrainingInterrupted, train
+    from acl_cli.training import TrainingInterrupted, train
 
     sets = ["model.arch=resnet20", "data.name=digits", "data.val_split=0.2", "data.train_subset=128",
             "data.batch_size=32", "data.loader=device", "train.epochs=2", "train.progress=false"]

@@ -50,7 +50,7 @@ def test_two_process_training_on_cpu(tmp_path, cli):
 def test_sigterm_stops_every_process_at_one_agreed_step_and_resumes(tmp_path):
     import signal
 
-    from acl_cli.engine import STOP_SYNC_STEPS
+    from acl_cli.training import STOP_SYNC_STEPS
 
     run = tmp_path / "ddp"
     sets = [a for s in SETS + ["train.epochs=100", "train.checkpoint_every_steps=null"] for a in ("--set", s)]

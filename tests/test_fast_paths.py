@@ -7,7 +7,7 @@ import torch
 from acl_cli import create_model
 from acl_cli.checkpoint import load_checkpoint
 from acl_cli.config import load_config
-from acl_cli.engine import train
+from acl_cli.training import train
 
 BASE = ["model.arch=resnet20", "model.csg={slice_shape: [16, 16, 3, 3], code_size: 72}", "data.name=digits",
         "data.val_split=0.2", "data.train_subset=128", "data.batch_size=32", "data.workers=0", "train.epochs=1",
@@ -98,7 +98,7 @@ def test_fused_optimizer_takes_the_same_steps(name):
     """optim.fused swaps torch's per-tensor-list kernels for one fused kernel; the updates must not change."""
     import copy
 
-    from acl_cli.engine import build_optimizer
+    from acl_cli.optim import build_optimizer
 
     torch.manual_seed(0)
     base = create_model("resnet20", csg={"slice_shape": [16, 16, 3, 3], "code_size": 72})

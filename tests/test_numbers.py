@@ -15,7 +15,8 @@ import torch
 from acl_cli.checkpoint import load_checkpoint, save_checkpoint
 from acl_cli.cli import main
 from acl_cli.config import load_config
-from acl_cli.engine import build_optimizer, build_scheduler, train
+from acl_cli.optim import build_optimizer, build_scheduler
+from acl_cli.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["model.arch=resnet20", "model.csg={slice_shape: [16, 16, 3, 3], code_size: 72}", "data.name=digits",
@@ -202,7 +203,7 @@ def test_resume_keeps_tensorboard_points_and_records_new_hparams(tmp_path):
 
 
 def test_a_resumed_epoch_counts_images_and_time_over_the_same_steps(tmp_path):
-    from acl_cli.engine import TrainingInterrupted
+    from acl_cli.training import TrainingInterrupted
 
     run = tmp_path / "run"
     cfg = load_config(None, SMALL[:-2] + ["train.epochs=1", "train.progress=false"])

@@ -13,7 +13,7 @@ import torch
 from acl_cli import create_model
 from acl_cli.config import load_config
 from acl_cli.csg import GeneratedConv2d
-from acl_cli.engine import milestone_epochs
+from acl_cli.optim import milestone_epochs
 
 ROOT = Path(__file__).resolve().parents[1]
 

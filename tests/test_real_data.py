@@ -2,7 +2,7 @@
 import pytest
 
 from acl_cli.config import load_config
-from acl_cli.engine import train
+from acl_cli.training import train
 
 from cifar_jpeg import SHARED_TAR, extract_balanced
 

@@ -9,10 +9,11 @@ import sys
 import pytest
 import torch
 
-from acl_cli import engine
+from acl_cli import training
 from acl_cli.checkpoint import load_checkpoint
 from acl_cli.config import load_config
-from acl_cli.engine import TrainingInterrupted, build_optimizer, build_scheduler, train
+from acl_cli.optim import build_optimizer, build_scheduler
+from acl_cli.training import TrainingInterrupted, train
 from acl_cli.errors import UserError
 from acl_cli.models import create_model
 
@@ -145,7 +146,7 @@ def test_a_failed_evaluation_loses_no_training(tmp_path, monkeypatch):
     """The epoch's checkpoint is written before evaluating: resuming evaluates and goes on, bit-identically."""
     full = tmp_path / "full"
     train(small(), full, log=quiet)
-    real, calls = engine.evaluate, []
+    real, calls = training.evaluate, []
 
     def fail_once(*args, **kwargs):
         calls.append(1)
@@ -153,13 +154,13 @@ def test_a_failed_evaluation_loses_no_training(tmp_path, monkeypatch):
             raise UserError("evaluation failed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "evaluate", fail_once)
+    monkeypatch.setattr(training, "evaluate", fail_once)
     parts = tmp_path / "parts"
     with pytest.raises(UserError, match="evaluation failed"):
         train(small(), parts, log=quiet)
     progress = load_checkpoint(parts / "last.pt")["progress"]
     assert progress["epoch"] == 2 and progress["pending"]["epoch"] == 2  # epoch 2 trained, not evaluated
-    monkeypatch.setattr(engine, "evaluate", real)
+    monkeypatch.setattr(training, "evaluate", real)
     train(small(), parts, resume=True, log=quiet)
     assert _rows(parts) == _rows(full)
     assert _same_weights(full / "last.pt", parts / "last.pt") and _same_weights(full / "best.pt", parts / "best.pt")

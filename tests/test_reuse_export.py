@@ -7,7 +7,7 @@ import torch
 from acl_cli import create_model
 from acl_cli.checkpoint import load_checkpoint
 from acl_cli.config import load_config
-from acl_cli.engine import train
+from acl_cli.training import train
 from acl_cli.errors import UserError
 
 BASE = ["data.name=digits", "data.val_split=0.2", "data.train_subset=96", "data.batch_size=32", "data.workers=0",

@@ -71,7 +71,7 @@ def test_report_groups_seeds_into_mean_and_std(tmp_path, cli):
     import statistics
 
     from acl_cli.config import load_config
-    from acl_cli.engine import train
+    from acl_cli.training import train
 
     small = ["model.arch=resnet20", "model.csg={slice_shape: [16, 16, 3, 3], code_size: 72}", "data.name=digits",
              "data.val_split=0.2", "data.train_subset=64", "data.batch_size=32", "data.workers=0",

@@ -8,7 +8,8 @@ import torch
 
 from acl_cli.checkpoint import load_checkpoint
 from acl_cli.config import load_config
-from acl_cli.engine import TrainingInterrupted, build_scheduler, build_optimizer, param_groups, train
+from acl_cli.optim import build_optimizer, build_scheduler, param_groups
+from acl_cli.training import TrainingInterrupted, train
 from acl_cli.models import create_model
 
 SMALL = ["model.arch=resnet20", "model.csg={slice_shape: [16, 16, 3, 3], code_size: 72}",

@@ -1,13 +1,15 @@
-"""Training and evaluation: config -> model and data -> loop -> logs and checkpoints."""
+"""A training run: config -> model and data -> epochs -> checkpoints, metrics and logs.
+
+:class:`Run` is built in phases that validate everything and write nothing (data, model, a look at the data
+through the model, the state to resume); :meth:`Run.open` then takes the run directory, and :meth:`Run.train`
+runs the epochs, each one trained, checkpointed, evaluated and recorded.
+"""
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import json
 import math
 import os
-import re
 import shlex
 import signal
 import sys
@@ -15,31 +17,29 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from . import distributed, rundir
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, torch_load
-from .config import (DEVICE_PATTERN, NOT_COMPUTATIONAL, Config, ConfigError, OptimConfig, ScheduleConfig,
-                     build_config, flatten, quote)
-from .csg import GENERATOR_ATTR, GeneratedConv2d, SliceGenerator, find_generator, generated_convs
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import Config, build_config
 from .data import (DeviceLoader, build_splits, check_classes, check_split_images, eval_loader, sample_fingerprint,
                    train_loader)
+from .device import autocast, resolve_device
 from .errors import UserError, one_line
-from .files import atomic_write, read_text, write_text
-from .models import create_model, resolve_model_config
-from .models.external import check_import_allowed
+from .evaluate import evaluate
+from .files import read_text, write_text
+from .models import resolve_model_config
+from .models.build import build_model, load_generator, load_weights
+from .optim import build_optimizer, build_scheduler
 from .params import format_report, report_for_config
+from .records import HPARAM_METRICS, metrics_csv, read_history, run_record, write_hparams
 
 STOP_SYNC_STEPS = 10  # under torchrun, how often the processes agree whether a signal asks them to stop
-METRIC_FIELDS = ["epoch", "step", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1",
-                 "val_top5", "epoch_time", "eval_time", "img_s"]
 
 
 class TrainingInterrupted(UserError):
@@ -50,218 +50,8 @@ class TrainingInterrupted(UserError):
         self.run_dir = run_dir
 
 
-def resolve_device(name: str) -> torch.device:
-    if not re.fullmatch(DEVICE_PATTERN, name):
-        raise UserError(f"device {quote(name)}: expected auto, cpu, cuda or cuda:N")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r}: no CUDA device is available; use auto or cpu")
-    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-        raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA devices")
-    return torch.device(name)
-
-
-def build_model(cfg: Config, pretrained: bool = True) -> nn.Module:
-    """The config's model; with ``pretrained``, ``model.pretrained`` loaded into it (a resumed or evaluated
-    run takes its weights from its checkpoint instead)."""
-    resolve_model_config(cfg.model)
-    csg = None if cfg.model.csg is None else asdict(cfg.model.csg)
-    try:
-        model = create_model(cfg.model.arch, cfg.model.num_classes, csg)
-    except ValueError as e:
-        raise UserError(f"model: {e}") from None
-    except (RuntimeError, OverflowError, MemoryError) as e:  # e.g. a code_size or num_classes too large to allocate
-        raise UserError(f"model: cannot build {cfg.model.arch} with these settings: {one_line(e, 160)}") from None
-    if pretrained and cfg.model.pretrained:
-        load_pretrained(model, cfg.model.pretrained)
-    return model
-
-
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``model.load_state_dict(state)``, strict; a mismatch is one line naming the first key that differs
-    (torch's own message starts with a header line and lists every key)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        first = (f"{shapes[0]} is {tuple(state[shapes[0]].shape)} in {source}, {tuple(own[shapes[0]].shape)} in the "
-                 "model" if shapes else f"{missing[0]} is missing from {source}" if missing else
-                 f"{source} has {unexpected[0]}, which the model has not")
-        count = len(missing) + len(unexpected) + len(shapes)
-        raise UserError(f"{source} does not fit this model: {first}" + (f" ({count} differences)" if count > 1 else ""))
-    model.load_state_dict(state)
-
-
-@torch.no_grad()
-def load_pretrained(model: nn.Module, path: str | Path) -> None:
-    """The weights of the original network (a plain state_dict, such as torchvision's ``.pth``) into
-    ``model``: every tensor except the generated convs' kernels, which their codes replace."""
-    try:
-        state = torch_load(path, "state_dict")
-    except UserError as e:
-        raise UserError(f"model.pretrained: {e}") from None
-    if isinstance(state, dict) and state.get("format") == "acl-checkpoint":
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"model.pretrained: {path} is not a state_dict (a mapping of names to tensors)")
-    own = model.state_dict()
-    kernels = {f"{name}.weight" for name, _ in generated_convs(model)}
-    generated = {k for k in own if k.endswith(".codes") or k.split(".")[0] == GENERATOR_ATTR}
-    problems = [f"missing {k}" for k in own if k not in state and k not in generated]
-    problems += [f"unexpected {k}" for k in state if k not in own and k not in kernels]
-    problems += [f"{k} is {tuple(state[k].shape)}, the model has {tuple(own[k].shape)}" for k in state
-                 if k in own and state[k].shape != own[k].shape]
-    if problems:
-        raise UserError(f"model.pretrained: {path} does not fit this model: {len(problems)} problems, e.g. "
-                        f"{problems[0]}")
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-
-
-@torch.no_grad()
-def load_generator(model: nn.Module, source: str | Path) -> None:
-    """Copy the trained generator of another run (any architecture with the same slice shape and code size)."""
-    generator = find_generator(model)
-    state = load_checkpoint(source)
-    weight = state["model"].get("csg.weight")
-    if weight is None:
-        raise UserError(f"model.csg.init_from: {source} holds an original network, no CSG generator")
-    if generator is None or weight.shape != generator.weight.shape:
-        src = state["config"]["model"].get("csg") or {}
-        mine = "none" if generator is None else f"slice {list(generator.slice_shape)}, code {generator.code_size}"
-        raise UserError(f"model.csg.init_from: {source} has a generator for slice {src.get('slice_shape')}, code "
-                        f"{src.get('code_size')}; this model needs {mine}")
-    generator.weight.copy_(weight)
-
-
-# --------------------------------------------------------------------------------------------------
-# Optimizer and schedule
-
-
-def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
-    """Split parameters into decayed and not decayed per ``decay_csg`` / ``decay_norm``."""
-    decay, no_decay, seen = [], [], set()
-    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if id(p) in seen or not p.requires_grad:
-                continue
-            seen.add(id(p))
-            is_csg = isinstance(module, SliceGenerator) or (isinstance(module, GeneratedConv2d) and name == "codes")
-            is_norm_or_bias = isinstance(module, norms) or name == "bias"
-            skip = (is_csg and not cfg.decay_csg) or (is_norm_or_bias and not cfg.decay_norm)
-            (no_decay if skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
-
-
-def build_optimizer(model: nn.Module, cfg: OptimConfig, lr_factor: float = 1.0) -> torch.optim.Optimizer:
-    groups, lr = param_groups(model, cfg), cfg.lr * lr_factor
-    fused = {"fused": True} if cfg.fused else {}  # one kernel for the whole update instead of a few per tensor list
-    try:
-        if cfg.name == "sgd":
-            return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **fused)
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), **fused)
-    except (RuntimeError, TypeError) as e:  # a torch without fused kernels for this optimizer or device
-        raise UserError(f"optim.fused: {str(e).splitlines()[0]}") from None
-
-
-def milestone_epochs(cfg: ScheduleConfig, epochs: int) -> list[float]:
-    """Milestones in epochs: all below 1 are fractions of the run (the authors' [0.5, 0.75]), else epochs.
-    An epoch milestone at or past the last epoch would never lower the lr: an error, not a constant-lr run."""
-    if all(m < 1 for m in cfg.milestones):
-        return [m * epochs for m in cfg.milestones]
-    late = [m for m in cfg.milestones if m >= epochs]
-    if late:
-        raise UserError(f"schedule.milestones: {late[0]:g} is at or past the last epoch (train.epochs {epochs}), so "
-                        "the lr would never drop there; give fractions of the run, e.g. [0.5, 0.75]")
-    return list(cfg.milestones)
-
-
-@dataclass
-class StepSchedule:
-    """The lr factor at each step: a linear warm-up ramp times multistep decay or a cosine, each exactly at
-    the step its setting names (a milestone of 1 epoch at 10 steps an epoch: step 10 onward is decayed, even
-    during a warm-up). A callable object, so a scheduler's state_dict holds it as plain data."""
-    name: str
-    total: int
-    warmup: int
-    warmup_factor: float
-    milestones: list[int]
-    gamma: float
-    min_factor: float
-
-    def __call__(self, step: int) -> float:
-        factor = 1.0
-        if step < self.warmup:
-            factor = self.warmup_factor + (1.0 - self.warmup_factor) * step / self.warmup
-        if self.name == "multistep":
-            factor *= self.gamma ** sum(step >= m for m in self.milestones)
-        elif self.name == "cosine":
-            span = max(1, self.total - self.warmup)
-            t = min(max(step - self.warmup, 0), span) / span
-            factor *= self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
-        return factor
-
-
-def build_scheduler(optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch: int):
-    """A per-step schedule; milestones and warmup are given in epochs."""
-    lrs = torch.optim.lr_scheduler
-    total = epochs * steps_per_epoch
-    if cfg.name == "onecycle":
-        if cfg.warmup_epochs:
-            raise UserError("schedule.warmup_epochs: onecycle has its own warmup (schedule.pct_start)")
-        max_lr = [g["lr"] for g in optimizer.param_groups]
-        return lrs.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=cfg.pct_start)
-    milestones = [round(m * steps_per_epoch) for m in milestone_epochs(cfg, epochs)] if cfg.name == "multistep" else []
-    base_lr = optimizer.param_groups[0]["lr"]
-    schedule = StepSchedule(cfg.name, total, min(round(cfg.warmup_epochs * steps_per_epoch), total), cfg.warmup_factor,
-                            milestones, cfg.gamma, cfg.min_lr / base_lr)
-    return lrs.LambdaLR(optimizer, schedule)
-
-
-# --------------------------------------------------------------------------------------------------
-# Evaluation
-
-
-def _top1_top5_correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == targets[:, None]  # best first
-    return hits[:, 0].sum(), hits.any(dim=1).sum()
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, progress: bool = False,
-             env: distributed.DistEnv = distributed.SINGLE_PROCESS, amp: str = "off",
-             memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, float]:
-    """Loss, top-1 and top-5 (percent) and the sample count over a loader (summed over all processes)."""
-    model.eval()
-    sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss, top-1, top-5
-    n = 0  # counted on the host: no device copy per batch
-    for x, y in tqdm(loader, desc="eval", leave=False, disable=not (progress and sys.stderr.isatty()),
-                     dynamic_ncols=True):
-        x = x.to(device, non_blocking=True, memory_format=memory_format)
-        y = y.to(device, non_blocking=True)
-        with autocast(device, amp):
-            logits = model(x)
-        top1, top5 = _top1_top5_correct(logits, y)
-        sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(), top1, top5])
-        n += y.numel()
-    loss, top1, top5, n = env.sum(torch.cat([sums, sums.new_tensor([n])])).tolist()
-    if n == 0:
-        raise UserError("the evaluation split is empty")
-    five = logits.shape[1] >= 5  # with fewer outputs every label is in the top 5: no figure to report
-    return {"loss": loss / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n if five else None, "samples": int(n)}
-
-
-# --------------------------------------------------------------------------------------------------
-# Training
-
-
 @contextmanager
-def _stop_on_signals() -> Iterator[dict]:
+def stop_on_signals() -> Iterator[dict]:
     """First SIGINT/SIGTERM asks the loop to stop after the current step; a second Ctrl-C stops at once."""
     flag = {"stop": None}
     if threading.current_thread() is not threading.main_thread():
@@ -283,50 +73,6 @@ def _stop_on_signals() -> Iterator[dict]:
             signal.signal(s, h)
 
 
-def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse before anything is built or written."""
-    if resume:
-        if not (run_dir / "last.pt").is_file():
-            raise UserError(f"cannot resume: {run_dir / 'last.pt'} does not exist")
-        rundir.check_tb_not_a_link(run_dir)
-    elif overwrite:
-        rundir.check_replaceable(run_dir)
-    else:
-        rundir.check_new_run(run_dir)
-
-
-# --------------------------------------------------------------------------------------------------
-# Resuming: which settings may change
-
-# What a resume may change: none of these alters the model, the data stream or the updates already
-# applied. The learning rate and schedule are rebuilt at the step reached, as a fresh run would have them.
-RESUMABLE = ("train.epochs", *NOT_COMPUTATIONAL, "optim.lr", "schedule")
-
-
-def changed_settings(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
-    """``{dotted key: (old, new)}`` for every setting that differs."""
-    a, b = flatten(old.to_dict()), flatten(new.to_dict())
-    absent = object()  # a key only one side has (model.csg null on one, a mapping on the other) differs too
-    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k, absent) != b.get(k, absent)}
-
-
-def resume_config(run_dir: str | Path, overrides: tuple[str, ...] = (), allow_imports: tuple[str, ...] = ()) -> Config:
-    """The config stored in a run's ``last.pt`` with overrides applied; refuses changes a resume cannot honour,
-    and a factory module the run names unless ``allow_imports`` lists it."""
-    from .config import apply_overrides
-
-    _check_run_dir(Path(run_dir), resume=True, overwrite=False)
-    state = load_checkpoint(Path(run_dir) / "last.pt")
-    old, new = build_config(state["config"]), build_config(apply_overrides(state["config"], overrides))
-    check_import_allowed(old.model.arch, str(run_dir), allow_imports)
-    for key, (before, after) in changed_settings(old, new).items():
-        if not any(key == r or key.startswith(r + ".") for r in RESUMABLE):
-            raise ConfigError(f"--resume cannot change {key} ({quote(before)} -> {quote(after)}): the run would not "
-                              f"continue as it began; resume may change {', '.join(RESUMABLE)}.*; start a new run "
-                              "with --config for anything else")
-    return new
-
-
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
           stop_after_steps: int | None = None, log=print) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir``; returns the final metrics.
@@ -337,10 +83,10 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: 
     cfg = copy.deepcopy(cfg)
     resolve_model_config(cfg.model)  # the arch known, num_classes filled in: the run records what it built
     cfg.data.root = os.path.abspath(cfg.data.root)  # stored so: eval and resume from elsewhere read the same data
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         env, device = distributed.setup(resolve_device(cfg.train.device))
         try:
-            run = _Run(cfg, Path(run_dir), resume, overwrite, env, device, log if env.is_main else _quiet)
+            run = Run(cfg, Path(run_dir), resume, overwrite, env, device, log if env.is_main else _quiet)
             with run.open():
                 return run.train(stop, stop_after_steps)
         finally:
@@ -401,37 +147,12 @@ class _EpochStats:
         return [self.loss_sum, self.correct, self.images] + ([] if self.correct5 is None else [self.correct5])
 
 
-def autocast(device: torch.device, amp: str):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
 def _all_finite(model: nn.Module) -> bool:
     tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
 
 
-def _read_history(path: Path, keep_epochs: int) -> list[dict[str, Any]]:
-    """Rows of a ``metrics.csv`` up to ``keep_epochs`` (for checkpoints older than the history they carry)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if (r.get("epoch") or "").isdigit() and None not in r.values()]
-    def value(row, key):
-        text = row.get(key) or ""
-        return None if text == "" else int(text) if key in ("epoch", "step") else float(text)
-    return [{k: value(r, k) for k in METRIC_FIELDS} for r in rows if int(r["epoch"]) <= keep_epochs]
-
-
-def _metrics_csv(history: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
-    w.writeheader()
-    w.writerows({k: row.get(k) for k in METRIC_FIELDS} for row in history)
-    return buf.getvalue()
-
-
-class _Run:
+class Run:
     """One training run. Building it validates everything (config, data, model, the state to resume) and
     writes nothing; :meth:`open` then takes the run directory and :meth:`train` runs the epochs."""
 
@@ -440,7 +161,7 @@ class _Run:
         self.cfg, self.run_dir, self.resume, self.overwrite = cfg, run_dir, resume, overwrite
         self.env, self.device, self.log, self.main = env, device, log, env.is_main
         if self.main:  # only rank 0 owns the run directory
-            _check_run_dir(run_dir, resume, overwrite)
+            rundir.check_run_dir(run_dir, resume, overwrite)
         torch.manual_seed(cfg.train.seed)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -553,7 +274,7 @@ class _Run:
                             "added, removed, renamed or moved between class folders): resume needs the same data")
         progress["train_files"] = files
         if "history" not in state["progress"]:  # a checkpoint older than the history it now carries
-            progress["history"] = _read_history(self.run_dir / "metrics.csv", progress["epoch"])
+            progress["history"] = read_history(self.run_dir / "metrics.csv", progress["epoch"])
         # the schedule is a function of the step: rebuilt at the step reached, it is what a fresh run of these
         # settings has there (new lr or schedule settings included; old checkpoints' scheduler classes too)
         for group in self.optimizer.param_groups:
@@ -564,7 +285,7 @@ class _Run:
             for _ in range(progress["step"]):
                 self.scheduler.step()
         old = build_config(state["config"])
-        self.settings_changed = bool(changed_settings(old, cfg))
+        self.settings_changed = bool(rundir.changed_settings(old, cfg))
         if (old.optim.lr, old.schedule, old.train.epochs) != (cfg.optim.lr, cfg.schedule, cfg.train.epochs):
             self.log(f"schedule rebuilt for the new settings; lr now {self.optimizer.param_groups[0]['lr']:.4g}")
         set_rng_state(state["rng"])
@@ -610,7 +331,7 @@ class _Run:
             if (run_dir / "last.pt").stat().st_mtime_ns != self.restored_from:
                 raise UserError(f"{run_dir / 'last.pt'} changed while this run prepared; run the command again")
         else:
-            _check_run_dir(run_dir, resume=False, overwrite=self.overwrite)
+            rundir.check_run_dir(run_dir, resume=False, overwrite=self.overwrite)
         try:
             if self.overwrite and not self.resume:
                 rundir.clear(run_dir)
@@ -620,7 +341,7 @@ class _Run:
         self._write_run_record()  # first: the mark that acl made this folder
         write_text(run_dir / "config.yaml", cfg.to_yaml())
         write_text(run_dir / "params.json", json.dumps(self.report.to_dict(per_layer=True), indent=2))
-        write_text(run_dir / "metrics.csv", _metrics_csv(self.progress["history"]))
+        write_text(run_dir / "metrics.csv", metrics_csv(self.progress["history"]))
         # a resume drops what was logged after its checkpoint, never the points of the step it resumes at
         self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=self.progress["step"] + 1 if self.resume else None)
         write_hparams(run_dir / "tb", cfg)  # the settings as they are now (a resume may change lr, epochs)
@@ -805,7 +526,7 @@ class _Run:
             self._checkpoint("best.pt", lean=True)
         self._checkpoint("last.pt")
         if self.main:
-            write_text(self.run_dir / "metrics.csv", _metrics_csv(progress["history"]))
+            write_text(self.run_dir / "metrics.csv", metrics_csv(progress["history"]))
         top5 = "" if val["top5"] is None else f"top5 {val['top5']:5.2f}%  "
         self.log(f"epoch {row['epoch']:>3}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
                  f"top1 {row['train_top1']:5.2f}%  val loss {val['loss']:.4f} top1 {val['top1']:5.2f}% "
@@ -840,114 +561,3 @@ class _Run:
         self.log(f"done: best val top1 {progress['best_top1']:.2f}%; checkpoints {self.run_dir / 'best.pt'} and "
                  f"last.pt; TensorBoard: tensorboard --logdir {self.run_dir / 'tb'}")
         return final
-
-
-HPARAM_METRICS = ("best_val_top1", "val_top1", "val_top5", "val_loss", "params", "wall_s")
-
-
-def hparams(cfg: Config) -> dict[str, Any]:
-    """The config flattened to dotted keys with TensorBoard-ready values (each key filters on its own)."""
-    def scalar(value):
-        return value if isinstance(value, (bool, int, float, str)) else "none" if value is None else json.dumps(value)
-    return {key: scalar(value) for key, value in flatten(cfg.to_dict()).items()}
-
-
-HPARAMS_EVENTS = "events.out.tfevents.0000000000.acl-hparams"  # sorts first among a run's event files
-
-
-def write_hparams(tb_dir: Path, cfg: Config) -> None:
-    """The HParams entry, in an event file of its own that TensorBoard reads before the others (it keeps
-    the first value of a tag), rewritten when a resume changes settings: it always shows the settings the
-    run has now. Written when the run starts, so a crashed or running run shows up too; the metrics are
-    scalars under ``hparam/``, written at the end (params at once)."""
-    from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.summary.writer.record_writer import RecordWriter
-    from torch.utils.tensorboard.summary import hparams as hparams_summary
-
-    experiment, session_start, _ = hparams_summary(hparams(cfg), {f"hparam/{k}": 0.0 for k in HPARAM_METRICS})
-    events = [Event(wall_time=time.time(), file_version="brain.Event:2")]
-    events += [Event(wall_time=time.time(), step=0, summary=summary) for summary in (experiment, session_start)]
-
-    def write(f) -> None:
-        for event in events:
-            RecordWriter(f).write(event.SerializeToString())
-
-    try:
-        atomic_write(tb_dir / HPARAMS_EVENTS, write)
-    except OSError as e:
-        raise UserError(f"cannot write {tb_dir / HPARAMS_EVENTS}: {e.strerror or e}") from None
-
-
-def _git_commit() -> str | None:
-    """The project's commit when acl runs from a git checkout (``+dirty`` with uncommitted changes)."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[1]
-    if not (root / ".git").exists():
-        return None
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-uno"], capture_output=True,
-                               text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + ("+dirty" if dirty else "")
-
-
-def run_record(env: distributed.DistEnv, device: torch.device, resumed_at: int | None) -> dict[str, Any]:
-    """How this session of a run was started: command, versions, commit, machine."""
-    import datetime
-    import platform
-    import socket
-    from importlib import metadata
-
-    import torchvision
-
-    try:
-        version = metadata.version("acl_cli")
-    except metadata.PackageNotFoundError:
-        version = None
-    return {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "resumed_at_step": resumed_at,
-            "versions": {"acl": version, "torch": torch.__version__, "torchvision": torchvision.__version__,
-                         "python": platform.python_version()},
-            "git_commit": _git_commit(), "host": socket.gethostname(),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or
-                                                                                         platform.machine()),
-            "processes": env.world_size}
-
-
-def load_model(path: str | Path, overrides: tuple[str, ...] = (),
-               allow_imports: tuple[str, ...] = ()) -> tuple[nn.Module, Config, dict[str, Any]]:
-    """The model of a checkpoint rebuilt from its config alone (with overrides), in eval mode. A factory
-    module named by the checkpoint (not by ``overrides``) is imported only if ``allow_imports`` lists it."""
-    from .config import apply_overrides
-
-    state = load_checkpoint(path)
-    cfg = build_config(apply_overrides(state["config"], overrides))
-    if cfg.model.arch == (state["config"].get("model") or {}).get("arch"):
-        check_import_allowed(cfg.model.arch, str(path), allow_imports)
-    model = build_model(cfg, pretrained=False)
-    load_weights(model, state["model"], str(path))
-    return model.eval(), cfg, state
-
-
-def evaluate_checkpoint(path: str | Path, split: str = "val", overrides: tuple[str, ...] = (),
-                        device: str = "auto", batch_size: int | None = None,
-                        allow_imports: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Rebuild the model from a checkpoint alone and evaluate it on a split of its (overridden) data, which
-    must have the classes the model was trained on."""
-    if batch_size is not None and batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    model, cfg, state = load_model(path, overrides, allow_imports)
-    dev = resolve_device(device)
-    model.to(dev)
-    if batch_size:
-        cfg.data.eval_batch_size = batch_size
-    splits = build_splits(cfg.data, cfg.model.num_classes)
-    check_classes(state.get("classes"), splits.classes, str(path), f"the data ({cfg.data.name} at {cfg.data.root})")
-    metrics = evaluate(model, eval_loader(splits.get(split), cfg.data, dev), dev, progress=cfg.train.progress)
-    metrics["params"] = sum(p.numel() for p in model.parameters())
-    metrics["split"], metrics["source"] = split, splits.sources[split]
-    return metrics

@@ -1,0 +1,88 @@
+"""A model from a config: built from the registry, then the original network's weights (``model.pretrained``)
+or another run's generator (``model.csg.init_from``) loaded into it; and strict loading with one-line errors."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoint import load_checkpoint, torch_load
+from ..config import Config
+from ..csg import GENERATOR_ATTR, find_generator, generated_convs
+from ..errors import UserError, one_line
+from . import create_model, resolve_model_config
+
+
+def build_model(cfg: Config, pretrained: bool = True) -> nn.Module:
+    """The config's model; with ``pretrained``, ``model.pretrained`` loaded into it (a resumed or evaluated
+    run takes its weights from its checkpoint instead)."""
+    resolve_model_config(cfg.model)
+    csg = None if cfg.model.csg is None else asdict(cfg.model.csg)
+    try:
+        model = create_model(cfg.model.arch, cfg.model.num_classes, csg)
+    except ValueError as e:
+        raise UserError(f"model: {e}") from None
+    except (RuntimeError, OverflowError, MemoryError) as e:  # e.g. a code_size or num_classes too large to allocate
+        raise UserError(f"model: cannot build {cfg.model.arch} with these settings: {one_line(e, 160)}") from None
+    if pretrained and cfg.model.pretrained:
+        load_pretrained(model, cfg.model.pretrained)
+    return model
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(state)``, strict; a mismatch is one line naming the first key that differs
+    (torch's own message starts with a header line and lists every key)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        first = (f"{shapes[0]} is {tuple(state[shapes[0]].shape)} in {source}, {tuple(own[shapes[0]].shape)} in the "
+                 "model" if shapes else f"{missing[0]} is missing from {source}" if missing else
+                 f"{source} has {unexpected[0]}, which the model has not")
+        count = len(missing) + len(unexpected) + len(shapes)
+        raise UserError(f"{source} does not fit this model: {first}" + (f" ({count} differences)" if count > 1 else ""))
+    model.load_state_dict(state)
+
+
+@torch.no_grad()
+def load_pretrained(model: nn.Module, path: str | Path) -> None:
+    """The weights of the original network (a plain state_dict, such as torchvision's ``.pth``) into
+    ``model``: every tensor except the generated convs' kernels, which their codes replace."""
+    try:
+        state = torch_load(path, "state_dict")
+    except UserError as e:
+        raise UserError(f"model.pretrained: {e}") from None
+    if isinstance(state, dict) and state.get("format") == "acl-checkpoint":
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"model.pretrained: {path} is not a state_dict (a mapping of names to tensors)")
+    own = model.state_dict()
+    kernels = {f"{name}.weight" for name, _ in generated_convs(model)}
+    generated = {k for k in own if k.endswith(".codes") or k.split(".")[0] == GENERATOR_ATTR}
+    problems = [f"missing {k}" for k in own if k not in state and k not in generated]
+    problems += [f"unexpected {k}" for k in state if k not in own and k not in kernels]
+    problems += [f"{k} is {tuple(state[k].shape)}, the model has {tuple(own[k].shape)}" for k in state
+                 if k in own and state[k].shape != own[k].shape]
+    if problems:
+        raise UserError(f"model.pretrained: {path} does not fit this model: {len(problems)} problems, e.g. "
+                        f"{problems[0]}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+@torch.no_grad()
+def load_generator(model: nn.Module, source: str | Path) -> None:
+    """Copy the trained generator of another run (any architecture with the same slice shape and code size)."""
+    generator = find_generator(model)
+    state = load_checkpoint(source)
+    weight = state["model"].get("csg.weight")
+    if weight is None:
+        raise UserError(f"model.csg.init_from: {source} holds an original network, no CSG generator")
+    if generator is None or weight.shape != generator.weight.shape:
+        src = state["config"]["model"].get("csg") or {}
+        mine = "none" if generator is None else f"slice {list(generator.slice_shape)}, code {generator.code_size}"
+        raise UserError(f"model.csg.init_from: {source} has a generator for slice {src.get('slice_shape')}, code "
+                        f"{src.get('code_size')}; this model needs {mine}")
+    generator.weight.copy_(weight)
