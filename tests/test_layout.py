@@ -14,8 +14,11 @@ def _imports(path: Path, package: str) -> set[str]:
     found = set()
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.ImportFrom) and node.level:
-            base = package.split(".")[: len(package.split(".")) - node.level + 1]
-            found.add(".".join(base + ([node.module] if node.module else [])))
+            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+            if node.module:
+                found.add(f"{base}.{node.module}")
+            else:  # from . import a, b: submodules or members of the package
+                found.update(f"{base}.{alias.name}" for alias in node.names)
     return found
 
 
