@@ -67,7 +67,7 @@ allow_import_option = click.option(
     "--allow-import", "allow_imports", multiple=True, metavar="MODULE",
     help="Let a checkpoint or run whose model.arch is MODULE:factory import MODULE (its code runs); repeatable.")
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                             help="YAML experiment config.")
+                             help="YAML experiment config: a file, or a shipped config's name (acl config list).")
 
 
 @click.group(cls=AclGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -125,6 +125,16 @@ def count_params(config_path, overrides, arch, num_classes, slice_shape, code_si
     click.echo(format_report(report_for_config(cfg.model), fmt, per_layer))
 
 
+def _config_source(config_path: str) -> str:
+    """Which file ``--config`` read: the file given, or the shipped config a name stands for."""
+    from pathlib import Path
+
+    from .config import resolve_config_path
+
+    path = resolve_config_path(config_path)
+    return str(path) if Path(config_path) == path else f"{path} (the shipped config {config_path})"
+
+
 def _run_dir_default(config_path: str | None) -> str:
     from pathlib import Path
     return str(Path("runs") / (Path(config_path).stem if config_path else "run"))
@@ -161,6 +171,7 @@ def train(config_path, overrides, out_dir, resume_dir, overwrite, allow_imports)
         if not config_path:
             raise ConfigError("give --config FILE (or --resume RUN_DIR); try configs/quickstart.yaml")
         cfg, run_dir = load_config(config_path, overrides), out_dir or _run_dir_default(config_path)
+        click.echo(f"config: {_config_source(config_path)}")
         if overwrite:  # what --overwrite may clear, and not the config being read
             check_replaceable(Path(run_dir))
             check_not_reading(Path(run_dir), config_path)
@@ -208,6 +219,23 @@ def config_group():
     Example:
       acl config show --config configs/quickstart.yaml --set optim.lr=0.1
     """
+
+
+@config_group.command("list")
+def config_list():
+    """The configs that ship with acl, one per line with what each is; pass a name to --config.
+
+    \b
+    Example:
+      acl config list
+      acl train --config cifar10/resnet56_csg_12_72 --set data.root=~/data
+    """
+    from .config import describe, shipped_configs
+
+    configs = shipped_configs()
+    width = max(map(len, configs), default=0)
+    for name, path in configs.items():
+        click.echo(f"{name:<{width}}  {describe(path)}".rstrip())
 
 
 @config_group.command("show")

@@ -404,9 +404,53 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
+def shipped_configs_dir() -> Path:
+    """The configs that ship with acl: inside the installed package, or the clone's ``configs/``."""
+    package = Path(__file__).resolve().parent
+    installed, clone = package / "configs", package.parent / "configs"
+    return installed if installed.is_dir() or not (package.parent / "setup.cfg").is_file() else clone
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Shipped config name (its path under configs/ without .yaml, e.g. ``cifar10/resnet56_csg_12_72``) -> file."""
+    root = shipped_configs_dir()
+    if not root.is_dir():
+        return {}
+    return {p.relative_to(root).with_suffix("").as_posix(): p for p in sorted(root.rglob("*.yaml"))}
+
+
+def describe(path: Path) -> str:
+    """A config's first comment line: what it is."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+        if line.strip():
+            break
+    return ""
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """A config file: ``path`` itself when something exists there (a file in the working directory always
+    wins), else the shipped config of that name (``quickstart``, ``cifar10/resnet56_csg_12_72``)."""
+    candidate = Path(path)
+    if candidate.exists() or candidate.is_symlink():
+        return candidate
+    if candidate.suffix != ".yaml" and candidate.with_name(candidate.name + ".yaml").is_file():
+        return candidate.with_name(candidate.name + ".yaml")  # your quickstart.yaml over the shipped quickstart
+    name = str(path).removesuffix(".yaml").removeprefix("configs/")
+    shipped = shipped_configs()
+    if name in shipped:
+        return shipped[name]
+    close = difflib.get_close_matches(name, list(shipped), n=3, cutoff=0.6)
+    hint = (f"; closest shipped configs: {', '.join(close)}" if close else
+            "; acl config list shows the shipped ones" if shipped else "")
+    raise ConfigError(f"config file not found: {str(path)[:200]} (no such file, nor a shipped config){hint}")
+
+
 def load_raw(path: str | os.PathLike, _seen: tuple = ()) -> dict:
-    """A YAML file merged over its ``base:`` chain (paths relative to the file that names them)."""
-    path = Path(path)
+    """A YAML file (or a shipped config's name) merged over its ``base:`` chain (paths relative to the file
+    that names them, else a shipped config's name)."""
+    path = resolve_config_path(path) if not _seen else Path(path)
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
     data = _read_yaml(path)
@@ -415,7 +459,10 @@ def load_raw(path: str | os.PathLike, _seen: tuple = ()) -> dict:
         return data
     if not isinstance(base, str):
         raise ConfigError(f"{path}: 'base' must be a path string, got {quote(base)}")
-    return _merge(load_raw(path.parent / base, _seen + (path.resolve(),)), data)
+    base_path = path.parent / base
+    if not base_path.exists() and not Path(base).is_absolute() and base.removesuffix(".yaml") in shipped_configs():
+        base_path = shipped_configs()[base.removesuffix(".yaml")]
+    return _merge(load_raw(base_path, _seen + (path.resolve(),)), data)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

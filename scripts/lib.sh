@@ -11,8 +11,8 @@
 #   GPUS="0 1 2 3"       run one job per listed GPU at a time, each started on a GPU that is free
 #   PARALLEL=2           without GPUS: run this many jobs at a time here (CPU runs; set OMP_NUM_THREADS=cores/N)
 #   SEEDS="0 1 2"        run every grid point once per seed (names end in _seedN; acl report gives mean ± std)
-#   BASE_CONFIG=FILE     the config every job starts from (default configs/cifar10/resnet20.yaml; for example
-#                        configs/imagenet/resnet18.yaml for an ImageNet grid)
+#   BASE_CONFIG=CONFIG   the config every job starts from: a file, or a shipped config's name (acl config list;
+#                        default cifar10/resnet20; imagenet/resnet18 for an ImageNet grid)
 #   DATASET=cifar100     shorthand for --set data.name=cifar100 --set model.num_classes=100
 #   ACL="acl"            the command to call (e.g. "python -m acl_cli")
 #   EXTRA_SET="--set data.workers=8"   extra overrides for every run, resumed ones too
@@ -31,7 +31,7 @@ DRY_RUN=${DRY_RUN:-0}
 GPUS=${GPUS:-}
 PARALLEL=${PARALLEL:-1}
 EXTRA_SET=${EXTRA_SET:-}
-BASE_CONFIG=${BASE_CONFIG:-configs/cifar10/resnet20.yaml}
+BASE_CONFIG=${BASE_CONFIG:-cifar10/resnet20}
 POLL_S=${POLL_S:-2}
 # every variable a script's grid may read: written into the sbatch file so each task sees the same grid
 SWEEP_VARS=(ACL SEEDS BASE_CONFIG DATASET EXTRA_SET ARCH SLICES CODE_SIZES DEPTHS SLICE CODE SETTINGS CONFIGS)
@@ -66,7 +66,6 @@ parse_args() {  # [--list|--sbatch|--report] DATA_ROOT EPOCHS [OUT_DIR]
         seeds+=("$((10#$seed))")  # decimal: 010 is seed 10
     done
     [ -n "${SEEDS+set}" ] && SEEDS="${seeds[*]}"
-    [ -f "$ROOT_DIR/$BASE_CONFIG" ] || die "BASE_CONFIG $BASE_CONFIG not found under $ROOT_DIR"
     # the configs give milestones as fractions of the run, so they scale with EPOCHS
     case $PARALLEL in ''|*[!0-9]*|0) die "PARALLEL must be a positive integer, got '$PARALLEL'";; esac
     read -r -d '' -a GPU_LIST <<< "$GPUS"  # -d '': every line, not only the first
@@ -78,6 +77,17 @@ parse_args() {  # [--list|--sbatch|--report] DATA_ROOT EPOCHS [OUT_DIR]
         cifar100) DATASET_SET=(--set data.name=cifar100 --set model.num_classes=100);;
         *) die "DATASET must be cifar10 or cifar100 (for other data set BASE_CONFIG), got '$DATASET'";;
     esac
+}
+
+config_arg() {  # CONFIG: a file (made absolute: a task may run elsewhere) or a shipped config's name, as acl takes it
+    if [ -f "$1" ]; then
+        realpath -- "$1"
+    elif [ -f "$ROOT_DIR/$1" ]; then  # a path in this project, given from another directory
+        printf '%s\n' "$ROOT_DIR/$1"
+    else
+        case $1 in *[!A-Za-z0-9_./-]*|'') die "BASE_CONFIG '$1' is neither a file nor a shipped config's name";; esac
+        printf '%s\n' "$1"  # a shipped config's name: acl finds it, or says which names are close
+    fi
 }
 
 add_job() {  # NAME [--set k=v ...]: one grid point (once per seed with SEEDS)
@@ -96,7 +106,7 @@ _add_job() {
     local name=$1
     shift
     JOB_NAMES+=("$name")
-    JOB_CONFIGS+=("$BASE_CONFIG")
+    JOB_CONFIGS+=("$(config_arg "$BASE_CONFIG")")
     JOB_ARGS+=("$( (($#)) && printf '%q ' "$@")")  # nothing, not '' (an empty argument), when there are none
 }
 
@@ -110,7 +120,7 @@ job_command() {  # INDEX: CMD=(the acl command of that job): train, or resume wh
     if [ -f "$dir/last.pt" ]; then
         CMD=("${ACL_CMD[@]}" train --resume "$dir" "${sets[@]}")
     else
-        CMD=("${ACL_CMD[@]}" train --config "$ROOT_DIR/${JOB_CONFIGS[$i]}" --out "$dir" --overwrite "${sets[@]}")
+        CMD=("${ACL_CMD[@]}" train --config "${JOB_CONFIGS[$i]}" --out "$dir" --overwrite "${sets[@]}")
     fi
 }
 

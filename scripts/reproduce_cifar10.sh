@@ -9,6 +9,6 @@ source "$(dirname "$0")/lib.sh"
 parse_args "$@"
 for exp in resnet20 resnet20_csg_16_72 resnet56 resnet56_csg_12_72 resnet56_csg_16_128 \
            densenet_bc_40_36 densenet_bc_40_36_csg_12_72 densenet_bc_40_48 densenet_bc_40_48_csg_12_72; do
-    BASE_CONFIG=configs/cifar10/$exp.yaml add_job "$exp"
+    BASE_CONFIG=cifar10/$exp add_job "$exp"
 done
 run_jobs

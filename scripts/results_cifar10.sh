@@ -11,7 +11,7 @@
 source "$(dirname "$0")/lib.sh"
 parse_args "$@"
 for exp in ${CONFIGS:-resnet20 resnet20_csg_16_72}; do
-    BASE_CONFIG=configs/cifar10/$exp.yaml add_job "$exp" --set data.name=imagefolder --set data.val_split=0.1 \
+    BASE_CONFIG=cifar10/$exp add_job "$exp" --set data.name=imagefolder --set data.val_split=0.1 \
         --set data.split_seed=0 --set data.loader=device --set train.channels_last=true
 done
 run_jobs

@@ -1,10 +1,14 @@
-"""YAML configs: bases, overrides, strict typed validation, and acl config show."""
+"""YAML configs: bases, overrides, strict typed validation, shipped configs by name, and acl config show."""
+from pathlib import Path
+
 import pytest
 import yaml
 
-from acl_cli.models import resolve_model_config
 from acl_cli.config import ConfigError, load_config
+from acl_cli.models import resolve_model_config
 from acl_cli.optim import milestone_epochs
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_base_chain_and_overrides(tmp_path):
@@ -129,3 +133,19 @@ def test_each_architecture_has_its_own_default_num_classes(arch, classes, cli):
     assert report["by_kind"]["classifier"] == (classifier + 1) * classes  # weights and bias, default classes
     if arch == "resnet50":  # torchvision's ResNet-50
         assert report["total"] == 25_557_032
+
+
+def test_shipped_configs_by_name_and_a_local_file_wins(tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    assert load_config("cifar10/resnet56_csg_12_72").model.csg.code_size == 72  # base: resolves among the shipped
+    assert load_config("quickstart").data.name == "digits"
+    (tmp_path / "quickstart.yaml").write_text("model: {arch: resnet56}\ndata: {name: digits, val_split: 0.3}\n")
+    assert load_config("quickstart").model.arch == "resnet56"  # the file in the working directory wins
+    assert load_config("quickstart.yaml").data.val_split == 0.3
+    (tmp_path / "mine.yaml").write_text("base: cifar10/resnet20\ntrain: {epochs: 3}\n")  # a base by name
+    assert (load_config("mine.yaml").model.arch, load_config("mine.yaml").train.epochs) == ("resnet20", 3)
+    with pytest.raises(ConfigError, match="closest shipped configs: imagenet/resnet50, imagenet/resnet18"):
+        load_config("imagenet/resnet5")
+    listed = cli("config", "list").output.splitlines()
+    assert len(listed) == len(list((ROOT / "configs").rglob("*.yaml")))
+    assert all(len(line.split(None, 1)) == 2 for line in listed)  # every shipped config says what it is

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from acl_cli.config import resolve_config_path
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ("--set data.name=digits --set data.val_split=0.2 --set data.train_subset=96 --set data.batch_size=32 "
         "--set data.workers=0 --set train.progress=false")
@@ -28,8 +30,7 @@ def test_dry_run_prints_the_commands(tmp_path, name, runs):
     assert len(lines) == runs
     for args in lines:
         assert "data.root=/data/cifar" in args and "train.epochs=40" in args
-        config = Path(args[args.index("--config") + 1])
-        assert config.is_file()
+        assert resolve_config_path(args[args.index("--config") + 1]).is_file()  # a file or a shipped name
         assert args[args.index("--out") + 1].startswith(str(tmp_path / "out"))
     assert "report" in res.stdout.splitlines()[-1]
     assert not (tmp_path / "out").exists()
