@@ -359,7 +359,8 @@ def export_cmd(checkpoint, out, fmt, compact, fp16, overwrite, allow_imports):
     from .export import export
 
     info = export(checkpoint, out, fmt, compact, fp16, overwrite, allow_imports)
-    click.echo(f"wrote {out}: {info['format']}, {info['bytes']:,} bytes")
+    shape = f", input {info['input']} from {info['input_from']}" if "input" in info else ""
+    click.echo(f"wrote {out}: {info['format']}, {info['bytes']:,} bytes{shape}")
 
 
 @main.command("report")

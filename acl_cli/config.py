@@ -73,6 +73,7 @@ class ModelConfig:
     arch: str = "resnet20"
     num_classes: Optional[int] = None  # default: the architecture's (CIFAR nets 10, ImageNet nets 1000)
     pretrained: Optional[str] = None  # a local state_dict of the original network (e.g. torchvision's .pth)
+    pretrained_exclude: list[str] = field(default_factory=list)  # keys not loaded from it, e.g. [fc]: another head
     csg: Optional[CSGConfig] = None  # null: the original network
 
     def validate(self, path: str) -> None:

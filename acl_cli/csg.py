@@ -315,27 +315,74 @@ def conv_role(conv: nn.Conv2d, first: bool) -> str:
     return "pointwise" if _pair(conv.kernel_size) == (1, 1) else "block"
 
 
-def convert(model: nn.Module, slice_shape: Sequence[int], code_size: int, targets: Iterable[str] = AUTHORS_TARGETS,
-            layout: str = "flat") -> SliceGenerator:
+# Subclasses of nn.Conv2d that change what the conv computes: a generated conv would silently drop that, so
+# convert() keeps them plain and says why (count-params and a run's first lines list them).
+_SUBCLASS_REASONS = {"StdConv2d": "weight standardisation", "StdConv2dSame": "weight standardisation",
+                     "ScaledStdConv2d": "scaled weight standardisation with a gain",
+                     "ScaledStdConv2dSame": "scaled weight standardisation with a gain",
+                     "Conv2dSame": "dynamic same padding"}
+
+
+def kept_plain_reason(conv: nn.Module) -> str | None:
+    """Why convert() leaves this ``nn.Conv2d`` plain whatever the targets (a subclass with its own forward, a
+    padding mode other than zeros), or None."""
+    if not isinstance(conv, nn.Conv2d) or isinstance(conv, GeneratedConv2d):
+        return None
+    if type(conv) is not nn.Conv2d:
+        return _SUBCLASS_REASONS.get(type(conv).__name__, "its own forward")
+    if conv.padding_mode != "zeros":
+        return f"padding_mode {conv.padding_mode}"
+    return None
+
+
+def _convert_targets(targets: str | Iterable[str]) -> frozenset[str]:
+    """Roles convert() can read off a conv: a role, "all", "authors" or a list of roles, each checked."""
+    if isinstance(targets, str):
+        targets = {"all": ("stem", "block", "pointwise"), "authors": AUTHORS_TARGETS}.get(targets, (targets,))
+    roles = list(targets)
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown or not roles:
+        raise ValueError(f"unknown conv role(s) {unknown}; valid: {', '.join(ROLES)}, or all, authors")
+    refined = [r for r in roles if "." in r or r in ("shortcut", "transition")]
+    if refined:
+        raise ValueError(f"role {refined[0]!r} exists in acl's own models only: convert() reads stem (the first "
+                         "conv), pointwise (1x1) and block (other k x k) off each conv")
+    return frozenset(roles)
+
+
+def convert(model: nn.Module, slice_shape: Sequence[int], code_size: int,
+            targets: str | Iterable[str] = AUTHORS_TARGETS, layout: str = "flat") -> SliceGenerator:
     """Replace the eligible ``nn.Conv2d``s of any model by generated convs sharing one generator on its root.
 
     A conv is eligible by the zoo's rule (:meth:`GeneratedConvFactory.generates`, its role from
-    :func:`conv_role`) and when its padding mode is zeros. Stride, padding, dilation and bias (its values too)
+    :func:`conv_role`), when it is exactly ``nn.Conv2d`` with zero padding (a subclass such as timm's
+    ``StdConv2d`` computes something a generated conv would not: :func:`kept_plain_reason`), and when its
+    weight is its own (tied weights are refused by name). Stride, padding, dilation and bias (its values too)
     are kept. Returns the generator; a model with nothing eligible is a ValueError naming the convs it has.
     """
+    roles = _convert_targets(targets)
     generator = SliceGenerator(slice_shape, code_size, layout)
-    factory = GeneratedConvFactory(generator, targets)
+    factory = GeneratedConvFactory(generator, roles)
     convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    owners: dict[int, str] = {}
     present: dict[str, int] = {}
     for i, (name, conv) in enumerate(convs):
         role = conv_role(conv, i == 0)
         kh, kw = _pair(conv.kernel_size)
         kind = f"{'grouped' if conv.groups > 1 else role} {kh}x{kw}"
         present[kind] = present.get(kind, 0) + 1
-        if conv.padding_mode != "zeros" or not factory.generates(conv.kernel_size, role, conv.groups):
+        if kept_plain_reason(conv) or not factory.generates(conv.kernel_size, role, conv.groups):
+            continue
+        if id(conv.weight) in owners:
+            raise ValueError(f"{name}.weight is the same tensor as {owners[id(conv.weight)]}.weight (tied weights): "
+                             "one kernel cannot come from two sets of codes; leave these convs out of the targets")
+        owners[id(conv.weight)] = name
+    for name, conv in convs:
+        if id(conv.weight) not in owners or owners[id(conv.weight)] != name:
             continue
         generated = factory(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                            bias=conv.bias is not None, role=role, dilation=conv.dilation)
+                            bias=conv.bias is not None, role=conv_role(conv, conv is convs[0][1]),
+                            dilation=conv.dilation)
         if conv.bias is not None:
             with torch.no_grad():
                 generated.bias.copy_(conv.bias)
@@ -344,10 +391,23 @@ def convert(model: nn.Module, slice_shape: Sequence[int], code_size: int, target
     if not generator.layers:
         have = ", ".join(f"{k} ({n})" for k, n in present.items()) or "no nn.Conv2d at all"
         grouped = " (grouped convs are never generated)" if any(k.startswith("grouped") for k in present) else ""
-        raise ValueError(f"no conv to generate: targets {list(targets)} with a {generator.slice_shape[2]}x"
-                         f"{generator.slice_shape[3]} slice; this model has {have}{grouped}")
+        kept = kept_plain_summary(model)
+        raise ValueError(f"no conv to generate: targets {sorted(roles)} with a {generator.slice_shape[2]}x"
+                         f"{generator.slice_shape[3]} slice; this model has {have}{grouped}"
+                         + (f"; kept plain: {kept}" if kept else ""))
     attach_generator(model, generator)
     return generator
+
+
+def kept_plain_summary(model: nn.Module) -> str:
+    """"16 StdConv2d (weight standardisation)", for every kind of conv convert() keeps plain; "" if none."""
+    counts: dict[str, int] = {}
+    for module in model.modules():
+        reason = kept_plain_reason(module)
+        if reason:
+            key = f"{type(module).__name__} ({reason})"
+            counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{n} {key}" for key, n in counts.items())
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .csg import GeneratedConv2d, SliceGenerator, find_generator
+from .csg import GeneratedConv2d, SliceGenerator, find_generator, kept_plain_summary
 
 KINDS = ("generator", "codes", "conv", "norm", "classifier", "other")
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -39,6 +39,7 @@ class ParamReport:
     num_codes: int = 0
     unused_codes: int = 0
     unused_code_params: int = 0
+    kept_plain: str = ""  # convs convert() left plain although targeted, and why ("16 StdConv2d (weight ...)")
     layers: list[LayerRow] = field(default_factory=list)
 
     def to_dict(self, per_layer: bool = False) -> dict[str, Any]:
@@ -104,6 +105,7 @@ def parameter_report(model: nn.Module, original: nn.Module, arch: str = "", csg:
         report.num_codes = sum(layer.num_slices for layer in generator.layers)
         report.unused_codes = sum(layer.unused_codes() for layer in generator.layers)
         report.unused_code_params = report.unused_codes * generator.code_size
+        report.kept_plain = kept_plain_summary(model)
     return report
 
 
@@ -152,6 +154,8 @@ def _summary_rows(r: ParamReport) -> list[tuple[str, str]]:
     if r.csg:
         rows.append(("codes", f"{r.num_codes:,}"))
         rows.append(("unused codes", f"{r.unused_codes:,} ({r.unused_code_params:,} params never reach a kernel)"))
+        if r.kept_plain:
+            rows.append(("kept plain", r.kept_plain))
     return rows
 
 

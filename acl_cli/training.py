@@ -25,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import distributed, rundir
+from .csg import kept_plain_summary
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, build_config
 from .data import (DeviceLoader, build_splits, check_classes, check_split_images, eval_loader, sample_fingerprint,
@@ -34,7 +35,7 @@ from .errors import UserError, one_line
 from .evaluate import evaluate
 from .files import read_text, write_text
 from .models import resolve_model_config
-from .models.build import build_model, load_generator, load_weights
+from .models.build import build_model, load_generator, load_pretrained, load_weights
 from .optim import build_optimizer, build_scheduler
 from .params import format_report, report_for_config
 from .records import HPARAM_METRICS, metrics_csv, read_history, run_record, write_hparams
@@ -215,9 +216,15 @@ class Run:
 
     def _build_model(self) -> None:
         cfg, env, device = self.cfg, self.env, self.device
-        model = build_model(cfg, pretrained=not self.resume)
+        model = build_model(cfg, pretrained=False)
+        self.model_notes = []  # what the run's first lines say of the model: where its weights come from
+        if cfg.model.pretrained and not self.resume:  # a resume takes every weight from its checkpoint
+            self.model_notes.append(load_pretrained(model, cfg.model.pretrained, cfg.model.pretrained_exclude))
         if cfg.model.csg and cfg.model.csg.init_from and not self.resume:
-            load_generator(model, cfg.model.csg.init_from)
+            self.model_notes.append(load_generator(model, cfg.model.csg.init_from))
+        kept = kept_plain_summary(model) if cfg.model.csg else ""
+        if kept:
+            self.model_notes.append(f"kept plain: {kept}")
         if cfg.train.sync_bn and env.enabled:
             if device.type != "cuda":
                 raise UserError("train.sync_bn: SyncBatchNorm needs CUDA devices; set it false for CPU processes")
@@ -397,6 +404,8 @@ class Run:
     def _banner(self) -> str:
         for note in self.splits.notes:
             self.log(f"warning: {note}")
+        for note in self.model_notes:
+            self.log(note)
         cfg, report, env = self.cfg, self.report, self.env
         ratio = report.compression
         smaller = "" if not cfg.model.csg else f" ({ratio:.2f}x fewer than the original)" if ratio >= 1 else \

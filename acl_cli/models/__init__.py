@@ -62,6 +62,13 @@ def resolve_model_config(model: ModelConfig, where: str = "model") -> ModelConfi
     return model
 
 
+def _external_model(entry: ModelEntry, num_classes: int) -> nn.Module:
+    model = entry.constructor(num_classes=num_classes)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{entry.name} returned {type(model).__name__} ({quote(model)}), not an nn.Module")
+    return model
+
+
 def create_model(arch: str, num_classes: int | None = None, csg: Any = None) -> nn.Module:
     """Build a registered architecture, original (``csg=None``) or with generated convs.
 
@@ -75,16 +82,18 @@ def create_model(arch: str, num_classes: int | None = None, csg: Any = None) -> 
     entry = get_model_entry(arch)
     num_classes = entry.num_classes if num_classes is None else num_classes
     if csg is None:
-        return entry.constructor(num_classes=num_classes)
+        return _external_model(entry, num_classes) if entry.external else entry.constructor(num_classes=num_classes)
     try:
         spec = csg if isinstance(csg, CSGConfig) else from_dict(CSGConfig, dict(csg), "csg")
     except (ConfigError, TypeError) as e:
         raise ValueError(str(e)) from None
     targets = resolve_targets(spec.targets, arch)
     if entry.external:  # built plain, then its eligible convs replaced; roles read off each conv
-        model = entry.constructor(num_classes=num_classes)
+        model = _external_model(entry, num_classes)
         try:
-            generator = convert(model, spec.slice_shape, spec.code_size, targets, spec.layout)
+            # "all" and "authors" as convert() reads them: the roles it can tell apart on any network
+            generator = convert(model, spec.slice_shape, spec.code_size,
+                                spec.targets if isinstance(spec.targets, str) else targets, spec.layout)
         except ValueError as e:
             raise ValueError(f"{arch}: {e}") from None
     else:

@@ -27,7 +27,7 @@ def build_model(cfg: Config, pretrained: bool = True) -> nn.Module:
     except (RuntimeError, OverflowError, MemoryError) as e:  # e.g. a code_size or num_classes too large to allocate
         raise UserError(f"model: cannot build {cfg.model.arch} with these settings: {one_line(e, 160)}") from None
     if pretrained and cfg.model.pretrained:
-        load_pretrained(model, cfg.model.pretrained)
+        load_pretrained(model, cfg.model.pretrained, cfg.model.pretrained_exclude)
     return model
 
 
@@ -47,10 +47,16 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
     model.load_state_dict(state)
 
 
+def _excluded(key: str, prefixes: list[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
 @torch.no_grad()
-def load_pretrained(model: nn.Module, path: str | Path) -> None:
+def load_pretrained(model: nn.Module, path: str | Path, exclude: list[str] | tuple[str, ...] = ()) -> str:
     """The weights of the original network (a plain state_dict, such as torchvision's ``.pth``) into
-    ``model``: every tensor except the generated convs' kernels, which their codes replace."""
+    ``model``: every tensor except the generated convs' kernels, which their codes replace, and those under
+    the ``exclude`` prefixes (e.g. ``["fc"]``: a classifier for another number of classes keeps its own
+    init). Returns a line saying what was loaded from where."""
     try:
         state = torch_load(path, "state_dict")
     except UserError as e:
@@ -59,22 +65,35 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"model.pretrained: {path} is not a state_dict (a mapping of names to tensors)")
+    skipped = sorted(k for k in state if _excluded(k, exclude))
+    state = {k: v for k, v in state.items() if k not in skipped}
     own = model.state_dict()
     kernels = {f"{name}.weight" for name, _ in generated_convs(model)}
     generated = {k for k in own if k.endswith(".codes") or k.split(".")[0] == GENERATOR_ATTR}
-    problems = [f"missing {k}" for k in own if k not in state and k not in generated]
+    problems = [f"missing {k}" for k in own if k not in state and k not in generated and not _excluded(k, exclude)]
     problems += [f"unexpected {k}" for k in state if k not in own and k not in kernels]
-    problems += [f"{k} is {tuple(state[k].shape)}, the model has {tuple(own[k].shape)}" for k in state
-                 if k in own and state[k].shape != own[k].shape]
+    shapes = [k for k in state if k in own and state[k].shape != own[k].shape]
+    problems = [f"{k} is {tuple(state[k].shape)}, the model has {tuple(own[k].shape)}" for k in shapes] + problems
     if problems:
+        hint = (f"; to load everything but that layer (a classifier for other classes), set model.pretrained_exclude: "
+                f"[{shapes[0].rsplit('.', 1)[0]}]" if shapes else "")
         raise UserError(f"model.pretrained: {path} does not fit this model: {len(problems)} problems, e.g. "
-                        f"{problems[0]}")
+                        f"{problems[0]}{hint}")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    loaded = sum(1 for k in state if k in own)
+    note = f"pretrained: {loaded} tensors loaded from {path}"
+    if skipped:
+        note += f"; not loaded (model.pretrained_exclude): {', '.join(skipped[:6])}" + (
+            f" and {len(skipped) - 6} more" if len(skipped) > 6 else "")
+    if kernels:
+        note += f"; {len(kernels)} generated kernels come from codes instead"
+    return note
 
 
 @torch.no_grad()
-def load_generator(model: nn.Module, source: str | Path) -> None:
-    """Copy the trained generator of another run (any architecture with the same slice shape and code size)."""
+def load_generator(model: nn.Module, source: str | Path) -> str:
+    """Copy the trained generator of another run (any architecture with the same slice shape and code size);
+    returns a line saying so."""
     generator = find_generator(model)
     state = load_checkpoint(source)
     weight = state["model"].get("csg.weight")
@@ -86,3 +105,5 @@ def load_generator(model: nn.Module, source: str | Path) -> None:
         raise UserError(f"model.csg.init_from: {source} has a generator for slice {src.get('slice_shape')}, code "
                         f"{src.get('code_size')}; this model needs {mine}")
     generator.weight.copy_(weight)
+    return f"generator ({tuple(weight.shape)}) loaded from {source}" + (" and frozen" if not
+                                                                        generator.weight.requires_grad else "")
