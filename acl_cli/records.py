@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -94,6 +95,21 @@ def _git_commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
+def _cpu_name() -> str:
+    """"CPU AMD EPYC (x86_64), 2 cores, 2 threads": the model where Linux says it, the cores torch may use."""
+    import platform
+
+    model = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    name = f"{model} ({platform.machine()})" if model else platform.machine()
+    return f"CPU {name}, {cores} cores, {torch.get_num_threads()} threads"
+
+
 def run_record(env: distributed.DistEnv, device: torch.device, resumed_at: int | None) -> dict[str, Any]:
     """How this session of a run was started: command, versions, commit, machine."""
     import datetime
@@ -112,6 +128,5 @@ def run_record(env: distributed.DistEnv, device: torch.device, resumed_at: int |
             "versions": {"acl": version, "torch": torch.__version__, "torchvision": torchvision.__version__,
                          "python": platform.python_version()},
             "git_commit": _git_commit(), "host": socket.gethostname(),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or
-                                                                                         platform.machine()),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
             "processes": env.world_size}

@@ -272,6 +272,9 @@ class Run:
         check_classes(state.get("classes"), self.splits.classes, str(self.run_dir), "the training data now")
         before = progress["train_images"], progress["steps_per_epoch"]
         now = len(self.splits.train), self.steps_per_epoch
+        if before[0] == now[0] and before[1] != now[1]:  # a checkpoint from before processes were recorded
+            raise UserError(f"the run took {before[1]} steps an epoch, this resume would take {now[1]}: another "
+                            "number of processes (torchrun --nproc_per_node) than the run had; resume with the same")
         if before != now:
             raise UserError(f"the training data now has {now[0]:,} images ({now[1]} steps an epoch); the run was "
                             f"trained on {before[0]:,} ({before[1]}): resume needs the same data")

@@ -182,7 +182,8 @@ def test_pretrained_weights_of_the_original_network_load_around_the_generated_ke
     assert torch.equal(model.conv1.weight, source.conv1.weight)  # the stem is plain: its weights load
     torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "bad.pth")
     from acl_cli.errors import UserError
-    with pytest.raises(UserError, match="does not fit this model: .* problems, e.g. missing"):
+    with pytest.raises(UserError, match=r"does not fit this model: .* problems, e.g. fc.weight is \(3, 3\), the model "
+                                        r"has \(1000, 512\); .* set model.pretrained_exclude: \[fc\]"):
         build_model(load_config(None, ['model.arch=torchvision:resnet18', f"model.pretrained={tmp_path / 'bad.pth'}"]))
 
 

@@ -1,0 +1,124 @@
+"""The runs committed under results/: what they hold, that their checkpoints load with their configs' parameter
+counts and classify held-out JPEGs as their metrics say, and that the README's table is read from them."""
+import csv
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_jpeg import SHARED_TAR
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results" / "cifar10"
+RUNS = sorted(p for p in RESULTS.iterdir() if (p / "best.pt").is_file()) if RESULTS.is_dir() else []
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _best(run: Path) -> tuple[float, int]:
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return max(float(r["val_top1"]) for r in rows), len(rows)
+
+
+def test_there_are_committed_runs():
+    assert {p.name for p in RUNS} >= {"resnet20", "resnet20_csg_16_72"}
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[p.name for p in RUNS])
+def test_a_committed_run_is_complete_lean_and_named_after_its_config(run, cli):
+    for name in ("best.pt", "metrics.csv", "run.json", "config.yaml", "params.json", "final.json"):
+        assert (run / name).is_file(), name
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
+    state = torch.load(run / "best.pt", weights_only=True)
+    assert not {"optimizer", "scheduler", "rng"} & set(state)  # lean: no optimizer state in the repository
+    assert (run / "best.pt").stat().st_size < 4 << 20
+    config = ROOT / "configs" / "cifar10" / f"{run.name}.yaml"
+    shown = cli("config", "show", "--config", config)
+    assert shown.exit_code == 0
+    import yaml
+
+    shipped, ran = yaml.safe_load(shown.output), yaml.safe_load((run / "config.yaml").read_text())
+    for section in ("optim", "schedule"):  # the authors' recipe, as the config gives it
+        assert ran[section] == shipped[section], section
+    assert {k: v for k, v in ran["model"].items() if k != "csg"} == {k: v for k, v in shipped["model"].items()
+                                                                       if k != "csg"}
+    if shipped["model"]["csg"]:
+        for key in ("slice_shape", "code_size", "layout", "targets"):
+            assert ran["model"]["csg"][key] == shipped["model"]["csg"][key], key
+    assert ran["data"]["batch_size"] == shipped["data"]["batch_size"]
+    assert ran["data"]["val_split"] == 0.1 and ran["data"]["split_seed"] == 0  # best.pt chosen on held-out train
+    assert "10% of" in json.loads((run / "run.json").read_text())["splits"]["val"]
+    best, epochs = _best(run)
+    final = json.loads((run / "final.json").read_text())
+    assert final["best_val_top1"] == pytest.approx(best) and final["epochs"] == epochs == ran["train"]["epochs"]
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[p.name for p in RUNS])
+def test_a_committed_checkpoint_has_its_configs_parameter_count(run, cli):
+    res = cli("count-params", "--config", ROOT / "configs" / "cifar10" / f"{run.name}.yaml", "--format", "json")
+    assert res.exit_code == 0, res.output
+    expected = json.loads(res.output)["total"]
+    state = torch.load(run / "best.pt", weights_only=True)
+    assert state["params"] == json.loads((run / "params.json").read_text())["total"] == expected
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    """50 images of each class from the run's own validation split (5,000 held out of the 50,000 with
+    split_seed 0, as ImageFolder orders them), as a test/ folder."""
+    if not SHARED_TAR.exists():
+        pytest.skip("the shared CIFAR-10 JPEGs are not here")
+    from acl_cli.data import balanced_split
+
+    with tarfile.open(SHARED_TAR) as tar:
+        members = {m.name: m for m in tar.getmembers() if m.isfile()}
+        files = [sorted(n.rsplit("/", 1)[1] for n in members if n.startswith(f"train/{c}/")) for c in CLASSES]
+        samples = [(c, name) for c, names in enumerate(files) for name in names]
+        _, val = balanced_split([c for c, _ in samples], 0.1, 0)
+        root = tmp_path_factory.mktemp("cifar_val")
+        taken = dict.fromkeys(range(10), 0)
+        for i in val:
+            c, name = samples[i]
+            if taken[c] < 50:
+                taken[c] += 1
+                out = root / "test" / CLASSES[c] / name
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(tar.extractfile(members[f"train/{CLASSES[c]}/{name}"]).read())
+    return root
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[p.name for p in RUNS])
+def test_a_committed_checkpoint_classifies_held_out_jpegs_as_its_metrics_say(run, held_out, cli):
+    res = cli("eval", run, "--split", "test", "--set", f"data.root={held_out}", "--set", "data.val_split=0",
+              "--format", "json")
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.output)
+    best, _ = _best(run)
+    assert metrics["samples"] == 500 and metrics["top1"] > 60  # chance is 10 %
+    assert abs(metrics["top1"] - best) < 7  # 500 of the 5,000 images best.pt was chosen on (std ~1.5 points)
+
+
+def test_the_readme_table_is_read_from_the_committed_runs():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Reproducing the paper", 1)[1]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) > 5 and re.fullmatch(r"`[a-z0-9_]+`", cells[0]):
+            rows[cells[0].strip("`")] = cells
+    header = next(line for line in table.splitlines() if line.startswith("| config"))
+    columns = [c.strip() for c in header.strip().strip("|").split("|")]
+    acl_col = columns.index("acl top-1")
+    with_results = {name for name, cells in rows.items() if cells[acl_col] not in ("", "–", "-")}
+    assert with_results == {p.name for p in RUNS}
+    for run in RUNS:
+        cells = dict(zip(columns, rows[run.name]))
+        best, epochs = _best(run)
+        assert cells["acl top-1"] == f"{best:.2f}"
+        assert cells["epochs"] == str(epochs)
+        assert "5,000 held out of train" in cells["chosen on"]
+        record = json.loads((run / "run.json").read_text())["sessions"][0]
+        assert record["device"] in cells["hardware"]
