@@ -122,3 +122,21 @@ def test_the_readme_table_is_read_from_the_committed_runs():
         assert "5,000 held out of train" in cells["chosen on"]
         record = json.loads((run / "run.json").read_text())["sessions"][0]
         assert record["device"] in cells["hardware"]
+
+
+def test_the_effective_lr_script_measures_both_networks():
+    """scripts/effective_lr.py: the measurement behind the README's note on short schedules."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "scripts/effective_lr.py", "--config", "configs/quickstart.yaml",
+                          "--config", "configs/cifar10/resnet20.yaml", "--init", "authors", "--init", "scaled",
+                          "--set", "data.name=digits", "--set", "data.val_split=0.2", "--set", "data.workers=0",
+                          "--set", "data.batch_size=32", "--steps", "2"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = res.stdout.splitlines()[2:]
+    assert [r.split()[0] for r in rows] == ["quickstart", "quickstart", "resnet20"]
+    for row in rows:
+        rates = [float(x) for x in re.findall(r"(\d+\.\d+) \|K\|", row)]
+        assert len(rates) == 3 and all(r > 0 for r in rates)
