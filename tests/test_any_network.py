@@ -1,6 +1,5 @@
 """Any network, faithfully: conv subclasses are never silently replaced, tied weights are refused, exports
 take the size a run was trained at, pretrained weights fit another head, and mistakes are found early."""
-import json
 import sys
 import textwrap
 
@@ -10,7 +9,6 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from acl_cli import create_model
 from acl_cli.csg import GeneratedConv2d, convert, materialize
 
 SLICE = {"slice_shape": [16, 16, 3, 3], "code_size": 16}

@@ -7,6 +7,7 @@ import yaml
 from acl_cli.config import ConfigError, load_config
 from acl_cli.models import resolve_model_config
 from acl_cli.optim import milestone_epochs
+from schedules import lr_per_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,14 +97,9 @@ def test_milestones_are_fractions_of_the_run_or_epochs_before_its_end():
     from acl_cli.models import create_model
 
     cfg = load_config(None, ["train.epochs=2", "optim.lr=1.0"])  # the default: [0.5, 0.75]
-    opt = build_optimizer(create_model("resnet20"), cfg.optim)
-    sched = build_scheduler(opt, cfg.schedule, epochs=2, steps_per_epoch=4)
-    lrs = []
-    for _ in range(8):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    lrs = lr_per_step(create_model("resnet20"), cfg, epochs=2, steps_per_epoch=4)
     assert lrs == pytest.approx([1.0] * 4 + [0.1] * 2 + [0.01] * 2)
+    opt = build_optimizer(create_model("resnet20"), cfg.optim)
     with pytest.raises(UserError, match="100 is at or past the last epoch .train.epochs 30."):
         build_scheduler(opt, load_config(None, ["schedule.milestones=[100, 150]"]).schedule, 30, 4)
     with pytest.raises(ConfigError, match="all as fractions of the run .< 1. or all as epochs"):

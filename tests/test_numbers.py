@@ -15,8 +15,8 @@ import torch
 from acl_cli.checkpoint import load_checkpoint, save_checkpoint
 from acl_cli.cli import main
 from acl_cli.config import load_config
-from acl_cli.optim import build_optimizer, build_scheduler
 from acl_cli.training import train
+from schedules import lr_per_step
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["model.arch=resnet20", "model.csg={slice_shape: [16, 16, 3, 3], code_size: 72}", "data.name=digits",
@@ -250,15 +250,8 @@ def test_bench_times_at_the_datas_image_size_and_says_so(cli):
 
 
 def test_milestones_inside_a_warmup_decay_at_their_step():
-    model = torch.nn.Linear(2, 2)
     cfg = load_config(None, ["schedule.milestones=[1, 3]", "schedule.warmup_epochs=1", "optim.lr=1.0"])
-    opt = build_optimizer(model, cfg.optim)
-    sched = build_scheduler(opt, cfg.schedule, epochs=4, steps_per_epoch=10)
-    lrs = []
-    for _ in range(40):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    lrs = lr_per_step(torch.nn.Linear(2, 2), cfg, epochs=4, steps_per_epoch=10)
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(0.91)  # the ramp, undecayed
     assert lrs[10] == pytest.approx(0.1) and lrs[29] == pytest.approx(0.1) and lrs[30] == pytest.approx(0.01)
 

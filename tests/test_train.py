@@ -11,6 +11,7 @@ from acl_cli.config import load_config
 from acl_cli.optim import build_optimizer, build_scheduler, param_groups
 from acl_cli.training import TrainingInterrupted, train
 from acl_cli.models import create_model
+from schedules import lr_per_step
 
 SMALL = ["model.arch=resnet20", "model.csg={slice_shape: [16, 16, 3, 3], code_size: 72}",
          "data.name=digits", "data.val_split=0.2", "data.train_subset=192", "data.batch_size=32",
@@ -136,25 +137,13 @@ def test_cli_refuses_existing_run_dir_and_overwrites_on_request(tmp_path, cli):
     assert "resuming" in res.output and [r["epoch"] for r in _rows(run)] == ["1", "2"]
 
 
-def _lrs(model, cfg, epochs, steps_per_epoch):
-    """The learning rate at every step of a schedule."""
-    opt = build_optimizer(model, cfg.optim)
-    sched = build_scheduler(opt, cfg.schedule, epochs=epochs, steps_per_epoch=steps_per_epoch)
-    lrs = []
-    for _ in range(epochs * steps_per_epoch):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return lrs
-
-
 def test_schedules_and_optimizers():
     model = create_model("resnet20", csg={"slice_shape": [16, 16, 3, 3], "code_size": 72})
     cfg = load_config(None, ["schedule.milestones=[2, 3]", "optim.lr=1.0"])
-    lrs = _lrs(model, cfg, epochs=4, steps_per_epoch=10)
+    lrs = lr_per_step(model, cfg, epochs=4, steps_per_epoch=10)
     assert lrs[19] == 1.0 and lrs[20] == pytest.approx(0.1) and lrs[30] == pytest.approx(0.01)
     cfg = load_config(None, ["schedule.name=cosine", "schedule.warmup_epochs=1", "optim.lr=1.0"])
-    lrs = _lrs(model, cfg, epochs=4, steps_per_epoch=10)
+    lrs = lr_per_step(model, cfg, epochs=4, steps_per_epoch=10)
     assert lrs[0] == pytest.approx(0.1) and lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.01
     assert all(a <= b + 1e-12 for a, b in zip(lrs[:10], lrs[1:11]))
     cfg = load_config(None, ["schedule.name=onecycle", "optim.name=adamw", "optim.lr=0.01"])
