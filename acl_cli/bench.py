@@ -18,6 +18,7 @@ from .config import Config
 from .data import (DEVICE_PRESETS, DeviceLoader, EpochBatchSampler, build_splits, input_side, loader_kwargs,
                    use_device_loader)
 from .device import autocast
+from .distill import load_teacher
 from .models.build import build_model
 from .optim import build_optimizer
 from .errors import UserError
@@ -124,6 +125,23 @@ class _Subject:
         return torch.cuda.max_memory_allocated(self.device) / 2**20
 
 
+def _teacher_forward(cfg: Config, device: torch.device, x: torch.Tensor) -> Callable[[], Any] | None:
+    """One forward of the distillation teacher as a training step runs it (eval, no grad, autocast), or None."""
+    if cfg.distill is None:
+        return None
+    teacher = load_teacher(cfg)
+    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = teacher.model.to(device, memory_format=fmt)
+    if cfg.train.compile:
+        model = torch.compile(model, mode=cfg.train.compile_mode)
+
+    def forward() -> None:
+        with torch.no_grad(), autocast(device, cfg.train.amp):
+            model(x)
+    forward.source = teacher.source
+    return forward
+
+
 def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int = 10, repeats: int = 5,
                  warmup: int = 3) -> dict[str, Any]:
     """Training step (forward + backward + optimizer) and eval inference, CSG against its original twin."""
@@ -138,17 +156,23 @@ def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int 
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, cfg.model.num_classes, (batch_size,), device=device)
     subjects = {"csg": _Subject(cfg, device, x, y), "original": _Subject(original_cfg, device, x, y)}
+    teacher_forward = _teacher_forward(cfg, device, x)
     for s in subjects.values():
         for _ in range(warmup):
             s.train_step()
             s.infer()
+    for _ in range(warmup if teacher_forward else 0):
+        teacher_forward()
     times: dict[str, dict[str, list[float]]] = {n: {"train": [], "infer": []} for n in subjects}
+    teacher_times: list[float] = []
     for r in range(repeats):
         order = list(subjects) if r % 2 == 0 else list(reversed(subjects))
         for name in order:
             times[name]["train"].append(_timed(subjects[name].train_step, device, steps))
         for name in reversed(order):
             times[name]["infer"].append(_timed(subjects[name].infer, device, steps))
+        if teacher_forward:
+            teacher_times.append(_timed(teacher_forward, device, steps))
     result: dict[str, Any] = {"arch": cfg.model.arch, "device": str(device), "batch_size": batch_size,
                               "image_size": side, "image_size_from": source,
                               "amp": cfg.train.amp, "channels_last": cfg.train.channels_last,
@@ -163,6 +187,9 @@ def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int 
                         "kernels_per_step": None if s.compile_s is not None and device.type != "cuda"
                         else kernels_per_step(s.train_step, device)}
     c, o = result["csg"], result["original"]
+    if teacher_forward:  # what distillation adds to each training step: one forward of the teacher
+        result["teacher"] = {"source": teacher_forward.source, "forward_ms": 1e3 * statistics.median(teacher_times)}
+        result["teacher"]["share_of_csg_step"] = result["teacher"]["forward_ms"] / c["train_step_ms"]
     result["ratios"] = {"train_step": c["train_step_ms"] / o["train_step_ms"], "infer": c["infer_ms"] / o["infer_ms"],
                         "params": c["params"] / o["params"]}
     if c["kernels_per_step"] is not None:
@@ -286,6 +313,10 @@ def format_models(r: dict[str, Any]) -> str:
         ratio = r["ratios"].get(ratio_of.get(key, ""), None)
         lines.append(f"{label:<20}{fmt.format(c):>14}{fmt.format(o):>14}"
                      f"{'' if ratio is None else f'{ratio:.3f}':>14}")
+    if r.get("teacher"):
+        t = r["teacher"]
+        lines.append(f"distillation: the teacher {t['source']} adds {t['forward_ms']:.2f} ms of forward pass to each "
+                     f"training step ({t['share_of_csg_step']:.0%} of the CSG step without it)")
     return "\n".join(lines)
 
 

@@ -176,7 +176,8 @@ def train(config_path, overrides, out_dir, resume_dir, overwrite, allow_imports)
             check_replaceable(Path(run_dir))
             check_not_reading(Path(run_dir), config_path)
     try:
-        run_training(cfg, run_dir, resume=bool(resume_dir), overwrite=overwrite, log=click.echo)
+        run_training(cfg, run_dir, resume=bool(resume_dir), overwrite=overwrite, log=click.echo,
+                     allow_imports=allow_imports)
     except TrainingInterrupted as e:
         click.echo(str(e), err=True)
         sys.exit(130)

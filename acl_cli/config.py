@@ -194,12 +194,43 @@ class TrainConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation (Hinton et al. 2015): the loss is ``(1 - alpha) * CE(labels) + alpha * T^2 *
+    KL(teacher || student)`` at temperature T. The teacher is an acl checkpoint or run folder, or an
+    architecture with a state_dict of its weights (``arch`` and ``pretrained``)."""
+
+    teacher: Optional[str] = None  # an acl checkpoint (or run folder: its best.pt)
+    arch: Optional[str] = None  # instead: an architecture (e.g. torchvision:resnet50) ...
+    pretrained: Optional[str] = None  # ... with its weights (a state_dict such as torchvision's .pth)
+    alpha: float = 0.9  # weight of the teacher's term
+    temperature: float = 4.0
+
+    def validate(self, path: str) -> None:
+        self.teacher, self.pretrained = (None if p is None else os.path.expanduser(p) for p in (self.teacher,
+                                                                                               self.pretrained))
+        if (self.teacher is None) == (self.arch is None):
+            raise ConfigError(f"{path}: give teacher (an acl checkpoint or run folder) or arch with pretrained, "
+                              "not both" if self.teacher else f"{path}: no teacher; give teacher: PATH (an acl "
+                              "checkpoint or run folder) or arch: NAME with pretrained: WEIGHTS.pth")
+        if self.arch is not None and not self.pretrained:
+            raise ConfigError(f"{path}.pretrained: a teacher given by arch needs its trained weights (a state_dict "
+                              "file); a randomly initialised teacher teaches nothing")
+        if self.teacher is not None and self.pretrained is not None:
+            raise ConfigError(f"{path}.pretrained: only with arch; an acl checkpoint carries its own weights")
+        if not 0 <= self.alpha <= 1:
+            raise ConfigError(f"{path}.alpha: must be in [0, 1], got {self.alpha}")
+        if self.temperature <= 0:
+            raise ConfigError(f"{path}.temperature: must be > 0, got {self.temperature}")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: Optional[DistillConfig] = None  # null: labels only
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -15,7 +15,7 @@ from .errors import UserError
 from .files import atomic_write, read_text
 from .rundir import check_output_file
 
-COLUMNS = ["run", "arch", "csg", "params", "compression", "best_top1", "final_top1", "selected_on", "epochs",
+COLUMNS = ["run", "arch", "csg", "distilled", "params", "compression", "best_top1", "final_top1", "selected_on", "epochs",
            "status", "wall_min", "img_s", "seed"]
 
 
@@ -49,8 +49,21 @@ def _processes(record: dict[str, Any]) -> int:
 # Runs that differ only in these (and their seed) are one experiment. The data root is not among them:
 # another folder may hold other data, so runs on two roots are never averaged together.
 _NOT_THE_EXPERIMENT = ("train.seed", *(k for k in NOT_COMPUTATIONAL if k != "data.root"))
-GROUP_COLUMNS = ["group", "arch", "csg", "params", "compression", "n", "seeds", "best_top1", "best_top1_std",
+GROUP_COLUMNS = ["group", "arch", "csg", "distilled", "params", "compression", "n", "seeds", "best_top1", "best_top1_std",
                  "final_top1", "final_top1_std", "selected_on", "status"]
+
+
+def _distilled(cfg) -> str:
+    """"-", or which teacher the run learned from: its run folder (or checkpoint) name, or its arch."""
+    d = cfg.distill
+    if d is None:
+        return "-"
+    if d.teacher is not None:
+        path = Path(d.teacher)
+        name = f"{path.parent.name}/{path.name}" if path.suffix == ".pt" else path.name
+    else:
+        name = d.arch
+    return f"from {name} (alpha {d.alpha:g}, T {d.temperature:g})"
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -94,6 +107,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         "arch": cfg.model.arch,
         "csg": "-" if csg is None else f"{'x'.join(map(str, csg.slice_shape))}/{csg.code_size} {csg.layout}"
                                         + (" frozen" if csg.freeze else ""),
+        "distilled": _distilled(cfg),
         "params": total,
         "compression": compression,
         "best_top1": round(max(top1), 2) if top1 else None,
@@ -128,7 +142,8 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         best_mean, best_std = _mean_std([r["best_top1"] for r in members if r["best_top1"] is not None])
         final_mean, final_std = _mean_std([r["final_top1"] for r in members if r["final_top1"] is not None])
         out.append({"group": names.pop() if len(names) == 1 else f"{first['run']} (+{len(members) - 1})",
-                    "arch": first["arch"], "csg": first["csg"], "params": first["params"],
+                    "arch": first["arch"], "csg": first["csg"], "distilled": first["distilled"],
+                    "params": first["params"],
                     "compression": first["compression"], "n": len(members),
                     "seeds": " ".join(str(r["seed"]) for r in sorted(members, key=lambda r: r["seed"])),
                     "best_top1": best_mean, "best_top1_std": best_std, "final_top1": final_mean,
@@ -165,7 +180,7 @@ def format_rows(rows: list[dict[str, Any]], fmt: str, by_seed: bool = False) -> 
     if fmt == "markdown" and any(g["n"] > 1 for g in groups):
         shown = [{**g, "best_top1": _pm(g["best_top1"], g["best_top1_std"]),
                   "final_top1": _pm(g["final_top1"], g["final_top1_std"])} for g in groups]
-        columns = ["group", "arch", "csg", "params", "compression", "n", "best_top1", "final_top1", "selected_on",
+        columns = ["group", "arch", "csg", "distilled", "params", "compression", "n", "best_top1", "final_top1", "selected_on",
                    "status"]
         text += "\n\nGrouped over seeds (mean ± sample std over n runs):\n\n" + _table(shown, columns, fmt)
     return text

@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,23 @@ class RunLock:
             self.file = None
 
 
+def lock_holder(run_dir: Path) -> str | None:
+    """The pid of a live acl process training in ``run_dir`` (it holds the lock), or None. Only looks: the lock
+    file is opened read-only, never created or followed through a link."""
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None  # no lock file (or a link, a folder): no acl process holds it
+    with os.fdopen(fd, "r") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f.read(64).strip() or "unknown"
+        return None
+
+
 def check_output_file(out: Path, overwrite: bool, reads: Path | None = None) -> None:
     """Refuse (changing nothing) to write ``out`` unless it is new, or an ordinary file ``--overwrite`` may
     replace: never a directory, a symbolic link, the file being read, or a file of an acl run directory."""
@@ -229,7 +247,8 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 # What a resume may change: none of these alters the model, the data stream or the updates already
 # applied. The learning rate and schedule are rebuilt at the step reached, as a fresh run would have them.
-RESUMABLE = ("train.epochs", *NOT_COMPUTATIONAL, "optim.lr", "schedule")
+# A distillation teacher may be found at another path: its weights are checked against the run's record.
+RESUMABLE = ("train.epochs", *NOT_COMPUTATIONAL, "optim.lr", "schedule", "distill.teacher", "distill.pretrained")
 
 
 def changed_settings(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:

@@ -31,6 +31,7 @@ from .config import Config, build_config
 from .data import (DeviceLoader, build_splits, check_classes, check_split_images, eval_loader, sample_fingerprint,
                    train_loader)
 from .device import autocast, resolve_device
+from .distill import check_teacher_record, distillation_loss, load_teacher
 from .errors import UserError, one_line
 from .evaluate import evaluate
 from .files import read_text, write_text
@@ -75,19 +76,25 @@ def stop_on_signals() -> Iterator[dict]:
 
 
 def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-          stop_after_steps: int | None = None, log=print) -> dict[str, Any]:
+          stop_after_steps: int | None = None, log=print, allow_imports: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir``; returns the final metrics.
 
     ``resume`` continues from ``run_dir/last.pt`` exactly where it stopped. ``stop_after_steps`` ends this
     call cleanly after that many steps (a checkpoint is written), as SIGINT or SIGTERM would.
+    ``allow_imports``: factory modules a distillation teacher's checkpoint may name.
     """
     cfg = copy.deepcopy(cfg)
     resolve_model_config(cfg.model)  # the arch known, num_classes filled in: the run records what it built
     cfg.data.root = os.path.abspath(cfg.data.root)  # stored so: eval and resume from elsewhere read the same data
+    if cfg.distill is not None:
+        for key in ("teacher", "pretrained"):
+            if getattr(cfg.distill, key) is not None:
+                setattr(cfg.distill, key, os.path.abspath(getattr(cfg.distill, key)))
     with stop_on_signals() as stop:
         env, device = distributed.setup(resolve_device(cfg.train.device))
         try:
-            run = Run(cfg, Path(run_dir), resume, overwrite, env, device, log if env.is_main else _quiet)
+            run = Run(cfg, Path(run_dir), resume, overwrite, env, device, log if env.is_main else _quiet,
+                      allow_imports)
             with run.open():
                 return run.train(stop, stop_after_steps)
         finally:
@@ -158,7 +165,7 @@ class Run:
     writes nothing; :meth:`open` then takes the run directory and :meth:`train` runs the epochs."""
 
     def __init__(self, cfg: Config, run_dir: Path, resume: bool, overwrite: bool, env: distributed.DistEnv,
-                 device: torch.device, log):
+                 device: torch.device, log, allow_imports: tuple[str, ...] = ()):
         self.cfg, self.run_dir, self.resume, self.overwrite = cfg, run_dir, resume, overwrite
         self.env, self.device, self.log, self.main = env, device, log, env.is_main
         if self.main:  # only rank 0 owns the run directory
@@ -168,6 +175,7 @@ class Run:
             torch.backends.cudnn.benchmark = True
         self._build_data()
         self._build_model()
+        self._build_teacher(allow_imports)
         self._check_model_takes_data()
         self.progress: dict[str, Any] = {
             "epoch": 0, "batch": 0, "step": 0, "best_top1": -1.0, "wall": 0.0,
@@ -177,7 +185,9 @@ class Run:
             "lr": None,  # the rate of the last step taken
             "train_images": len(self.splits.train), "steps_per_epoch": self.steps_per_epoch,
             "train_files": sample_fingerprint(self.splits.train),  # which images, with which labels
-            "processes": env.world_size}
+            "processes": env.world_size,
+            "teacher": None if self.teacher is None else {"source": self.teacher_source, "sha256": self.teacher_sha256},
+            "distill_sums": [0.0, 0.0, 0]}  # label term, teacher term (sums over images), images: this epoch
         self.stats = _EpochStats(device, self.steps_per_epoch, cfg.model.num_classes)
         if resume:
             self._restore()
@@ -195,6 +205,8 @@ class Run:
                 gradient_as_bucket_view=True)
         if cfg.train.compile:
             self.train_model = torch.compile(self.train_model, mode=cfg.train.compile_mode)
+            if self.teacher is not None:
+                self.teacher = torch.compile(self.teacher, mode=cfg.train.compile_mode)
         self.writer: Any = _NullWriter()
         self.steps_this_call = 0
 
@@ -238,6 +250,22 @@ class Run:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
         self.report = report_for_config(cfg.model, model)
 
+    def _build_teacher(self, allow_imports: tuple[str, ...]) -> None:
+        """The distillation teacher (or None): frozen, in eval mode, on the student's device and memory format."""
+        self.teacher: nn.Module | None = None
+        if self.cfg.distill is None:
+            return
+        teacher = load_teacher(self.cfg, self.run_dir, allow_imports)
+        check_classes(teacher.classes, self.splits.classes, f"distill.teacher {teacher.source}", "the training data")
+        self.teacher = teacher.model.to(self.device).to(memory_format=self.memory_format)
+        self.teacher_source, self.teacher_sha256 = teacher.source, teacher.sha256
+        self.teacher_input_shape = teacher.input_shape
+        d = self.cfg.distill
+        self.model_notes.append(f"distilling from {teacher.source} (alpha {d.alpha:g}, temperature {d.temperature:g}; "
+                                f"weights sha256 {teacher.sha256[:12]})")
+        self.loss_terms = torch.zeros(2, device=self.device, dtype=torch.float64)  # summed since the last sync
+        self.loss_term_images = 0
+
     @torch.no_grad()
     def _check_model_takes_data(self) -> None:
         """Two training and two validation images through the model (eval mode: nothing learns, no statistic
@@ -254,6 +282,25 @@ class Run:
             except (RuntimeError, ValueError, TypeError, IndexError) as e:
                 raise UserError(f"{self.cfg.model.arch} does not take the {split} images (a batch of "
                                 f"{'x'.join(map(str, x.shape[1:]))}): {one_line(e, 300)}") from None
+        if self.teacher is not None:
+            self._check_teacher_takes_data(x)
+
+    @torch.no_grad()
+    def _check_teacher_takes_data(self, x: torch.Tensor) -> None:
+        """The teacher was trained on images like these and has the student's outputs."""
+        shape, source = list(x.shape[1:]), self.teacher_source
+        if self.teacher_input_shape is not None and list(self.teacher_input_shape) != shape:
+            raise UserError(f"distill.teacher {source} was trained on {'x'.join(map(str, self.teacher_input_shape))} "
+                            f"images; this data gives {'x'.join(map(str, shape))}: its outputs would not mean the same")
+        try:
+            with autocast(self.device, self.cfg.train.amp):
+                out = self.teacher(x.to(self.device, memory_format=self.memory_format))
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            raise UserError(f"distill.teacher {source} does not take these images (a batch of "
+                            f"{'x'.join(map(str, shape))}): {one_line(e, 300)}") from None
+        if out.dim() != 2 or out.shape[1] != self.cfg.model.num_classes:
+            raise UserError(f"distill.teacher {source} gives {tuple(out.shape[1:])} outputs per image; the model has "
+                            f"{self.cfg.model.num_classes} classes: a teacher must have the student's classes")
 
     def _restore(self) -> None:
         """Load ``last.pt`` into the freshly built objects: model, optimizer, schedule, RNG and progress."""
@@ -268,7 +315,12 @@ class Run:
         if processes is not None and processes != self.env.world_size:  # another global batch, another run
             raise UserError(f"{self.run_dir} was trained by {processes} process(es), this resume has "
                             f"{self.env.world_size}: resume with the same number (torchrun --nproc_per_node)")
+        if self.teacher is not None:
+            check_teacher_record(state["progress"].get("teacher"), progress["teacher"], self.run_dir)
+        teacher = progress["teacher"]  # the teacher as found now: where it is may have changed
         progress.update(state["progress"])
+        progress["teacher"] = teacher
+        progress.setdefault("distill_sums", [0.0, 0.0, 0])
         check_classes(state.get("classes"), self.splits.classes, str(self.run_dir), "the training data now")
         before = progress["train_images"], progress["steps_per_epoch"]
         now = len(self.splits.train), self.steps_per_epoch
@@ -443,6 +495,7 @@ class Run:
             every = cfg.train.checkpoint_every_steps
             if why or (every and progress["step"] % every == 0):
                 progress["epoch_sums"] = stats.sync()
+                self._sync_loss_terms()
                 progress["wall"] = wall_base + time.perf_counter() - t0
                 progress["epoch_time"] = before + time.perf_counter() - t0
                 self._checkpoint("last.pt")
@@ -452,13 +505,14 @@ class Run:
                     f"written. Resume with: acl train --resume {shlex.quote(str(self.run_dir))}", self.run_dir)
         bar.close()
         sums = stats.sync()
+        self._log_loss_terms(epoch_end=True)
         session_time = time.perf_counter() - t0
         epoch_time = before + session_time
         totals = self.env.sum(torch.tensor(sums, dtype=torch.float64, device=self.device)).tolist()
         loss_sum, correct, images = totals[:3]
         self.env.broadcast_buffers(self.model)
         progress.update(epoch=epoch + 1, batch=0, epoch_sums=[0.0, 0, 0, 0], wall=wall_base + session_time,
-                        epoch_time=0.0)
+                        epoch_time=0.0, distill_sums=[0.0, 0.0, 0])
         seen = max(images, 1)
         top5 = len(totals) > 3 and cfg.model.num_classes >= 5  # with fewer classes top-5 is always 100 %
         return {"epoch": epoch + 1, "step": progress["step"], "lr": self._step_lr(),
@@ -472,7 +526,15 @@ class Run:
         y = y.to(self.device, non_blocking=True)
         with autocast(self.device, cfg.train.amp):
             logits = self.train_model(x)
-            loss = self.criterion(logits, y)
+            if self.teacher is None:
+                loss = self.criterion(logits, y)
+            else:
+                with torch.no_grad():
+                    teacher_logits = self.teacher(x)
+                loss, label_term, teacher_term = distillation_loss(logits, teacher_logits, y, self.criterion,
+                                                                   cfg.distill.alpha, cfg.distill.temperature)
+                self.loss_terms += torch.stack([label_term.detach(), teacher_term.detach()]) * y.numel()
+                self.loss_term_images += y.numel()
         if cfg.train.on_nonfinite == "skip" and not torch.isfinite(loss):  # a host sync, only here
             self.log(f"warning: loss is {loss.item()} at step {progress['step'] + 1} (epoch {epoch + 1}); "
                      "update skipped")
@@ -489,6 +551,29 @@ class Run:
         progress["lr"] = self.optimizer.param_groups[0]["lr"]  # what this step ran at: the rate logs report
         self.scheduler.step()  # the schedule follows batches, skipped ones too
 
+    def _sync_loss_terms(self) -> None:
+        """Add the distillation loss terms summed on the device since the last sync to the epoch's."""
+        if self.teacher is not None and self.loss_term_images:
+            sums = self.progress["distill_sums"]
+            label_sum, teacher_sum = self.loss_terms.tolist()
+            sums[:] = [sums[0] + label_sum, sums[1] + teacher_sum, sums[2] + self.loss_term_images]
+            self.loss_terms.zero_()
+            self.loss_term_images = 0
+
+    def _log_loss_terms(self, epoch_end: bool = False) -> None:
+        """The label and teacher terms of the loss, apart, in TensorBoard: the epoch's mean so far (at a log
+        point, this process's; at the epoch's end, over all processes)."""
+        if self.teacher is None:
+            return
+        self._sync_loss_terms()
+        sums = self.progress["distill_sums"]
+        if epoch_end:
+            sums = self.env.sum(torch.tensor(sums, dtype=torch.float64, device=self.device)).tolist()
+        if sums[2]:
+            suffix = "" if epoch_end else "_running"
+            self.writer.add_scalar(f"train/loss_labels{suffix}", sums[0] / sums[2], self.progress["step"])
+            self.writer.add_scalar(f"train/loss_teacher{suffix}", sums[1] / sums[2], self.progress["step"])
+
     def _step_lr(self) -> float:
         """The rate the last step ran at (the optimizer's lr is already the next step's)."""
         lr = self.progress.get("lr")
@@ -499,6 +584,7 @@ class Run:
         step, seen, lr = self.progress["step"], max(images, 1), self._step_lr()
         img_s = self.env.world_size * (images - self.session_images) / max(time.perf_counter() - t0, 1e-9)
         self.writer.add_scalar("train/loss_running", loss_sum / seen, step)
+        self._log_loss_terms()
         self.writer.add_scalar("lr", lr, step)
         if bar.disable and self.cfg.train.progress:  # not a terminal (a SLURM log, | tee): a plain line, no \r
             self.log(f"  epoch {epoch + 1}/{self.cfg.train.epochs} step {self.progress['batch']}/"
