@@ -8,10 +8,24 @@
 # Every sweep option works here too (GPUS, DRY_RUN, --sbatch, TASK_INDEX; see scripts/lib.sh). Each run's
 # folder is named after its config in configs/cifar10/; its best.pt holds no optimizer state (the resume
 # state is last.pt, which results/ does not commit).
+#
+# DISTILL=1: each CSG config is trained instead as <config>_distill, distilled (configs' distill defaults:
+# alpha 0.9, T 4) from the run of its original in OUT_DIR (resnet20_csg_16_72 from resnet20), which must
+# be finished first. The committed runs, in this order:
+#   PARALLEL=2 OMP_NUM_THREADS=1 scripts/results_cifar10.sh DATA 30 results/cifar10
+#     (the CSG run with EXTRA_SET="--set model.csg.init=scaled": see the README on the short schedule)
+#   DISTILL=1 CONFIGS=resnet20_csg_16_72 EXTRA_SET="--set model.csg.init=scaled" \
+#     scripts/results_cifar10.sh DATA 30 results/cifar10
 source "$(dirname "$0")/lib.sh"
 parse_args "$@"
 for exp in ${CONFIGS:-resnet20 resnet20_csg_16_72}; do
-    BASE_CONFIG=cifar10/$exp add_job "$exp" --set data.name=imagefolder --set data.val_split=0.1 \
-        --set data.split_seed=0 --set data.loader=device --set train.channels_last=true
+    sets=(--set data.name=imagefolder --set data.val_split=0.1 --set data.split_seed=0 --set data.loader=device
+          --set train.channels_last=true)
+    if [ -n "${DISTILL:-}" ] && [[ $exp == *_csg_* ]]; then
+        teacher=$(realpath -m -- "$OUT/${exp%%_csg_*}")
+        BASE_CONFIG=cifar10/$exp add_job "${exp}_distill" "${sets[@]}" --set "distill.teacher=$teacher"
+    else
+        BASE_CONFIG=cifar10/$exp add_job "$exp" "${sets[@]}"
+    fi
 done
 run_jobs
