@@ -53,7 +53,7 @@ class CSGConfig:
     code_size: int = 72
     layout: Literal["flat", "tile"] = "flat"
     targets: Union[str, list[str]] = "authors"  # "authors", "all", or roles: stem block pointwise shortcut transition
-    init: Literal["authors", "scaled", "binary", "fit"] = "authors"  # fit: from the distillation teacher's kernels
+    init: Literal["authors", "scaled", "binary"] = "authors"
     init_from: Optional[str] = None  # checkpoint (or run dir) whose trained generator this run starts from
     freeze: bool = False  # keep the generator fixed: only codes, norms and the classifier train
 
@@ -526,9 +526,6 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
 
 def build_config(data: dict) -> Config:
     cfg = from_dict(Config, data)
-    if cfg.model.csg is not None and cfg.model.csg.init == "fit" and cfg.distill is None:
-        raise ConfigError("model.csg.init: fit sets the generator and codes from a trained original's kernels: give "
-                          "it as distill.teacher (an acl run or checkpoint of the same architecture)")
     if cfg.data.name == "digits" and cfg.data.val_split == 0:
         raise ConfigError("data.val_split: digits has no held-out split; set a fraction such as 0.2")
     return cfg

@@ -35,7 +35,6 @@ from .distill import check_teacher_record, distillation_loss, load_teacher
 from .errors import UserError, one_line
 from .evaluate import evaluate
 from .files import read_text, write_text
-from .fit import fit_to_original
 from .models import resolve_model_config
 from .models.build import build_model, load_generator, load_pretrained, load_weights
 from .optim import build_optimizer, build_scheduler
@@ -261,8 +260,6 @@ class Run:
         self.teacher = teacher.model.to(self.device).to(memory_format=self.memory_format)
         self.teacher_source, self.teacher_sha256 = teacher.source, teacher.sha256
         self.teacher_input_shape = teacher.input_shape
-        if self.cfg.model.csg is not None and self.cfg.model.csg.init == "fit" and not self.resume:
-            self.model_notes.append(fit_to_original(self.model, teacher.model.state_dict(), teacher.source))
         d = self.cfg.distill
         self.model_notes.append(f"distilling from {teacher.source} (alpha {d.alpha:g}, temperature {d.temperature:g}; "
                                 f"weights sha256 {teacher.sha256[:12]})")

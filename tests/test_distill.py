@@ -3,7 +3,9 @@ resume continues with the same teacher or refuses another by name, bad teachers 
 is written, and report, bench and TensorBoard say what was distilled."""
 import fcntl
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,44 +183,49 @@ def test_bench_reports_what_the_teacher_costs(teacher, cli):
         result["teacher"]["forward_ms"] / result["csg"]["train_step_ms"])
 
 
-@pytest.mark.parametrize("layout", ["flat", "tile"])
-def test_a_fit_at_full_rank_is_the_original_and_a_smaller_rank_is_its_best_approximation(layout):
-    from acl_cli.fit import fit_to_original, slices_of
 
-    torch.manual_seed(0)
-    original = create_model("resnet20", 10).eval()
-    for m in original.modules():  # trained-looking statistics, so the copy of every norm matters
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 2.0)
-    x = torch.randn(4, 3, 32, 32)
-    for code_size, exact in ((16 * 16 * 9, True), (72, False)):
-        csg = {"slice_shape": [16, 16, 3, 3], "code_size": code_size, "layout": layout}
-        student = create_model("resnet20", 10, csg).eval()
-        note = fit_to_original(student, original.state_dict(), "the original")
-        error = float(note.rsplit(" ", 1)[1])
-        kernels = {n: layer.weight.detach() for n, layer in student.named_modules() if hasattr(layer, "codes")}
-        if exact:  # every kernel reproduced: the CSG network computes the original's function
-            assert error < 1e-5
-            for name, kernel in kernels.items():
-                torch.testing.assert_close(kernel, original.get_submodule(name).weight, atol=1e-5, rtol=1e-4)
-            torch.testing.assert_close(student(x), original(x), atol=1e-4, rtol=1e-4)
-        else:  # the reported error is the one of the kernels it generates, and no rank-72 generator does better
-            layers = [(n, l) for n, l in student.named_modules() if hasattr(l, "codes")]
-            matrix = torch.cat([slices_of(l, original.get_submodule(n).weight) for n, l in layers])
-            fitted = torch.cat([slices_of(l, kernels[n]) for n, l in layers])
-            assert error == pytest.approx(float((matrix - fitted).norm() / matrix.norm()), abs=2e-3)
-            singular = torch.linalg.svdvals(matrix)
-            assert error == pytest.approx(float(singular[72:].norm() / singular.norm()), abs=2e-3)
-            assert 0.05 < error < 1
+def _tiny_teacher(path):
+    train(load_config(None, DIGITS + ["model.arch=resnet20", "train.epochs=1", "data.train_subset=64",
+                                      "data.batch_size=32"]), path, log=quiet)
+    return path
 
 
-def test_fit_needs_a_teacher_of_the_same_network(teacher, tmp_path):
-    with pytest.raises(UserError, match="init: fit sets the generator and codes from a trained original"):
-        load_config(None, SMALL + ["model.csg.init=fit"])
-    csg_teacher = tmp_path / "csg_teacher"
-    train(load_config(None, SMALL + ["train.epochs=1", "data.train_subset=64"]), csg_teacher, log=quiet)
-    with pytest.raises(UserError, match=r"is not the original of this architecture \(it has no stage1.0.conv_a.weight"):
-        train(load_config(None, SMALL + ["model.csg.init=fit", f"distill.teacher={csg_teacher}"]), tmp_path / "s",
-              log=quiet)
-    assert not (tmp_path / "s").exists()
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_distillation_with_the_speed_options_keeps_checkpoints_plain(tmp_path, device):
+    """The teacher follows the student: device, autocast, channels_last, the device loader, compile on CUDA."""
+    extra = ["train.amp=bf16", "train.channels_last=true", "data.loader=device", f"train.device={device}"]
+    if device == "cuda":
+        extra.append("train.compile=true")
+    teacher = _tiny_teacher(tmp_path / "teacher")
+    run = tmp_path / "student"
+    final = train(load_config(None, SMALL + extra + ["train.epochs=1", f"distill.teacher={teacher}"]), run, log=quiet)
+    assert final["val_loss"] == final["val_loss"]  # finite
+    state = load_checkpoint(run / "last.pt")
+    assert state["model"].keys() == create_model("resnet20", 10, state["config"]["model"]["csg"]).state_dict().keys()
+    assert all(t.device.type == "cpu" for t in state["model"].values())
+
+
+@pytest.mark.slow
+def test_distillation_under_torchrun(tmp_path):
+    """Two processes, each with its own teacher: rank 0 logs the teacher once, the run resumes with it."""
+    import subprocess
+    import sys
+
+    teacher = _tiny_teacher(tmp_path / "teacher")
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    sets = [a for s in SMALL + ["train.epochs=1", f"distill.teacher={teacher}"] for a in ("--set", s)]
+    run = tmp_path / "ddp"
+
+    def torchrun_acl(*args):
+        return subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "acl_cli", *map(str, args)],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    res = torchrun_acl("train", "--config", "quickstart", "--out", run, *sets)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("distilling from") == 1 and "x 2 processes" in res.stdout
+    assert "train/loss_teacher" in _scalars(run / "tb")
+    res = torchrun_acl("train", "--resume", run, "--set", "train.epochs=2")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((run / "final.json").read_text())["epochs"] == 2
+    assert load_checkpoint(run / "last.pt")["progress"]["teacher"]["source"] == f"{teacher} (resnet20)"

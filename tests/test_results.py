@@ -3,6 +3,7 @@ counts and classify held-out JPEGs as their metrics say, and that the README's t
 import csv
 import json
 import re
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -13,7 +14,23 @@ from cifar_jpeg import SHARED_TAR
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "cifar10"
-RUNS = sorted(p for p in RESULTS.iterdir() if (p / "best.pt").is_file()) if RESULTS.is_dir() else []
+
+
+def _committed_runs() -> list[Path]:
+    """The run folders whose best.pt is committed (a run still training beside them is not a result yet);
+    every folder with a best.pt where there is no git (an unpacked sdist)."""
+    if not RESULTS.is_dir():
+        return []
+    found = sorted(p for p in RESULTS.iterdir() if (p / "best.pt").is_file())
+    try:
+        listed = subprocess.run(["git", "ls-files", "results/cifar10"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return found
+    return [p for p in found if f"results/cifar10/{p.name}/best.pt" in listed]
+
+
+RUNS = _committed_runs()
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -21,6 +38,11 @@ def _best(run: Path) -> tuple[float, int]:
     with open(run / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     return max(float(r["val_top1"]) for r in rows), len(rows)
+
+
+def _config_name(run: Path) -> str:
+    """The config a run was trained from: its folder's name (a distilled run's less its _distill)."""
+    return run.name.removesuffix("_distill")
 
 
 def test_there_are_committed_runs():
@@ -35,7 +57,7 @@ def test_a_committed_run_is_complete_lean_and_named_after_its_config(run, cli):
     state = torch.load(run / "best.pt", weights_only=True)
     assert not {"optimizer", "scheduler", "rng"} & set(state)  # lean: no optimizer state in the repository
     assert (run / "best.pt").stat().st_size < 4 << 20
-    config = ROOT / "configs" / "cifar10" / f"{run.name}.yaml"
+    config = ROOT / "configs" / "cifar10" / f"{_config_name(run)}.yaml"
     shown = cli("config", "show", "--config", config)
     assert shown.exit_code == 0
     import yaml
@@ -49,6 +71,10 @@ def test_a_committed_run_is_complete_lean_and_named_after_its_config(run, cli):
         for key in ("slice_shape", "code_size", "layout", "targets"):
             assert ran["model"]["csg"][key] == shipped["model"]["csg"][key], key
     assert ran["data"]["batch_size"] == shipped["data"]["batch_size"]
+    if run.name.endswith("_distill"):  # distilled from the committed run of its original
+        assert Path(ran["distill"]["teacher"]).name == _config_name(run).split("_csg_")[0]
+    else:
+        assert ran.get("distill") is None
     assert ran["data"]["val_split"] == 0.1 and ran["data"]["split_seed"] == 0  # best.pt chosen on held-out train
     assert "10% of" in json.loads((run / "run.json").read_text())["splits"]["val"]
     best, epochs = _best(run)
@@ -58,7 +84,8 @@ def test_a_committed_run_is_complete_lean_and_named_after_its_config(run, cli):
 
 @pytest.mark.parametrize("run", RUNS, ids=[p.name for p in RUNS])
 def test_a_committed_checkpoint_has_its_configs_parameter_count(run, cli):
-    res = cli("count-params", "--config", ROOT / "configs" / "cifar10" / f"{run.name}.yaml", "--format", "json")
+    res = cli("count-params", "--config", ROOT / "configs" / "cifar10" / f"{_config_name(run)}.yaml", "--format",
+              "json")
     assert res.exit_code == 0, res.output
     expected = json.loads(res.output)["total"]
     state = torch.load(run / "best.pt", weights_only=True)

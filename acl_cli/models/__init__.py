@@ -117,7 +117,6 @@ def init_csg(generator: SliceGenerator, scheme: str, authors: AuthorsCSGInit) ->
       BatchNorm absorbs.
     * ``binary``: the generator of the authors' MobileNetV2/ShuffleNetV2 ``_bcsg`` files, ``sign(kaiming_normal)
       * 0.5`` (with ``freeze: true`` it stays binary, as theirs), codes ``randn``.
-    * ``fit``: as ``authors`` here; a training run then fits generator and codes to its teacher's kernels.
     * ``scaled``: codes ~ N(0, s^2) with s per layer such that the generated kernel has the variance of a
       He (fan-out) initialised plain conv, 2 / (kh*kw*out).
     """
@@ -131,9 +130,6 @@ def init_csg(generator: SliceGenerator, scheme: str, authors: AuthorsCSGInit) ->
     elif scheme == "authors":
         for layer in generator.layers:
             layer.codes.normal_(authors.code_mean, 1.0)
-    elif scheme == "fit":  # a start for the shapes only: the trainer fits both from the teacher (acl_cli.fit)
-        for layer in generator.layers:
-            layer.codes.normal_(authors.code_mean, 1.0)
     elif scheme == "scaled":
         w = generator.weight
         w_rms = 1.0 if w.is_meta else float(w.pow(2).mean().sqrt())
@@ -142,4 +138,4 @@ def init_csg(generator: SliceGenerator, scheme: str, authors: AuthorsCSGInit) ->
             kernel_std = math.sqrt(2.0 / (kh * kw * layer.out_channels))
             layer.codes.normal_(0.0, kernel_std / (math.sqrt(generator.code_size) * w_rms))
     else:
-        raise ValueError(f"unknown CSG init {scheme!r}; valid: authors, scaled, binary, fit")
+        raise ValueError(f"unknown CSG init {scheme!r}; valid: authors, scaled, binary")
