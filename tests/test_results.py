@@ -120,6 +120,7 @@ def held_out(tmp_path_factory):
 @pytest.mark.parametrize("run", RUNS, ids=[p.name for p in RUNS])
 def test_a_committed_checkpoint_classifies_held_out_jpegs_as_its_metrics_say(run, held_out, cli):
     res = cli("eval", run, "--split", "test", "--set", f"data.root={held_out}", "--set", "data.val_split=0",
+              "--set", "data.workers=2",
               "--format", "json")
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.output)
