@@ -302,7 +302,6 @@ def generated_convs(model: nn.Module) -> list[tuple[str, GeneratedConv2d]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, GeneratedConv2d)]
 
 
-@torch.no_grad()
 # ---------------------------------------------------------------------------------------------------
 # Any network: replace its convs after the fact
 
