@@ -9,6 +9,7 @@ import traceback
 
 import click
 
+from . import interrupts
 from .config import ConfigError, load_config
 from .errors import UserError, one_line
 
@@ -434,6 +435,7 @@ def list_models_cmd(show_all):
 
 def run() -> None:
     """The ``acl`` executable: ``main``, and a Ctrl-C while Python is still importing it is a clean exit too."""
+    interrupts.install()
     try:
         main(prog_name="acl")
     except KeyboardInterrupt:  # before click's own handling is in place (imports at start-up)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import distributed, rundir
+from . import distributed, interrupts, rundir
 from .csg import kept_plain_summary
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, build_config
@@ -59,6 +59,8 @@ def stop_on_signals() -> Iterator[dict]:
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
+    if interrupts.received():  # a Ctrl-C at start-up that something swallowed: stop before anything is written
+        raise KeyboardInterrupt
 
     def handler(signum, frame):
         if flag["stop"] is not None and signum == signal.SIGINT:

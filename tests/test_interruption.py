@@ -44,3 +44,27 @@ def test_sigterm_writes_last_pt_and_prints_how_to_resume(tmp_path):
     assert load_checkpoint(run / "last.pt")["progress"]["step"] >= 1
     with RunLock(run):  # the stopped run's lock went with it: the next writer takes it at once
         assert (run / ".lock").read_text().strip() == str(os.getpid())
+
+
+def test_a_ctrl_c_swallowed_at_start_up_still_stops_the_run_before_it_writes(tmp_path, monkeypatch):
+    """Some library imports catch BaseException: a Ctrl-C that lands there raised a KeyboardInterrupt nobody
+    saw, and the run went on (a 500-epoch bench ran to its end). acl records the signal as well."""
+    from acl_cli import interrupts
+    from acl_cli.config import load_config
+    from acl_cli.training import train
+
+    monkeypatch.setattr(interrupts, "_received", [])
+    previous = signal.getsignal(signal.SIGINT)
+    interrupts.install()
+    try:
+        try:  # what such a library does
+            os.kill(os.getpid(), signal.SIGINT)
+        except BaseException:
+            pass
+        cfg = load_config(None, ["data.name=digits", "data.val_split=0.2", "data.train_subset=64", "data.workers=0",
+                                 "train.epochs=1", "train.progress=false"])
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, tmp_path / "run", log=lambda *a: None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not (tmp_path / "run").exists()
