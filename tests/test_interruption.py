@@ -68,3 +68,27 @@ def test_a_ctrl_c_swallowed_at_start_up_still_stops_the_run_before_it_writes(tmp
     finally:
         signal.signal(signal.SIGINT, previous)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_ctrl_c_during_an_import_is_delivered_once_the_import_is_done(tmp_path, monkeypatch):
+    """A KeyboardInterrupt raised halfway through importing torch leaves its modules half-built (then a
+    RecursionError, or a death by signal instead of exit 130): acl holds the signal until the import ends."""
+    import time
+
+    from acl_cli import interrupts
+
+    (tmp_path / "slow_module.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\n"
+                                             "time.sleep(0.3)\nDONE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(interrupts, "_received", [])
+    previous = signal.getsignal(signal.SIGINT)
+    interrupts.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            import slow_module  # noqa: F401
+            time.sleep(5)  # the held signal arrives here, not inside the import
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        held = sys.modules.pop("slow_module", None)
+    assert held is not None and held.DONE  # the module was imported whole
+    assert interrupts.received()

@@ -49,7 +49,7 @@ def test_tiny_sweep_runs_skips_and_reports(tmp_path, cli):
     env = {"EXTRA_SET": TINY, "ARCH": "resnet20", "SETTINGS": "16:72"}
     res = _script("compare_layouts.sh", "unused", 1, out, **env)
     assert res.returncode == 0, res.stderr
-    assert "| resnet20_csg_16_72_flat | resnet20 | 16x16x3x3/72 flat | 176,698 |" in res.stdout
+    assert "| resnet20_csg_16_72_flat | resnet20 | 16x16x3x3/72 flat | - | 176,698 |" in res.stdout
     assert "16x16x3x3/72 tile" in (out / "report.md").read_text()
     assert (out / "report.png").stat().st_size > 0 and (out / "report.csv").exists()
     again = _script("compare_layouts.sh", "unused", 1, out, **env)
