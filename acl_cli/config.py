@@ -121,6 +121,8 @@ class OptimConfig:
     nesterov: bool = False
     weight_decay: float = 5e-4
     decay_csg: bool = True  # weight decay on codes and generator (the authors: yes)
+    csg_lr_scale: float = 1.0  # codes and generator train at this multiple of lr (the authors: 1)
+    csg_weight_decay: Optional[float] = None  # their weight decay; None: weight_decay (the authors)
     decay_norm: bool = True  # weight decay on norm weights and all biases (the authors: yes)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: Optional[float] = None  # max global grad norm
@@ -132,6 +134,12 @@ class OptimConfig:
             raise ConfigError(f"{path}.lr: must be > 0, got {self.lr}")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ConfigError(f"{path}: weight_decay must be >= 0 and momentum in [0, 1)")
+        if not self.csg_lr_scale > 0:
+            raise ConfigError(f"{path}.csg_lr_scale: must be > 0, got {self.csg_lr_scale}")
+        if self.csg_weight_decay is not None and self.csg_weight_decay < 0:
+            raise ConfigError(f"{path}.csg_weight_decay: must be >= 0, got {self.csg_weight_decay}")
+        if self.csg_weight_decay is not None and not self.decay_csg:
+            raise ConfigError(f"{path}: csg_weight_decay {self.csg_weight_decay} with decay_csg false; give one of them")
         if self.nesterov and (self.name != "sgd" or self.momentum == 0):
             raise ConfigError(f"{path}.nesterov: needs optim.name sgd and momentum > 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

@@ -15,8 +15,12 @@ from .errors import UserError
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
-    """Split parameters into decayed and not decayed per ``decay_csg`` / ``decay_norm``."""
-    decay, no_decay, seen = [], [], set()
+    """Split parameters into decayed and not decayed per ``decay_csg`` / ``decay_norm``; codes and generator get a
+    group of their own when ``csg_lr_scale`` or ``csg_weight_decay`` sets them apart. Each group carries its
+    ``lr_scale`` (a multiple of ``optim.lr``), so a schedule or a resume keeps the ratio; group 0 is the network's
+    ordinary weights, whose lr the logs report."""
+    own_csg_group = cfg.csg_lr_scale != 1.0 or cfg.csg_weight_decay is not None
+    decay, no_decay, csg, seen = [], [], [], set()
     norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
@@ -25,16 +29,25 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
             seen.add(id(p))
             is_csg = isinstance(module, SliceGenerator) or (isinstance(module, GeneratedConv2d) and name == "codes")
             is_norm_or_bias = isinstance(module, norms) or name == "bias"
+            if is_csg and own_csg_group:
+                csg.append(p)
+                continue
             skip = (is_csg and not cfg.decay_csg) or (is_norm_or_bias and not cfg.decay_norm)
             (no_decay if skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0}]
     if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0})
+    if csg:
+        csg_decay = cfg.weight_decay if cfg.csg_weight_decay is None else cfg.csg_weight_decay
+        groups.append({"params": csg, "weight_decay": csg_decay if cfg.decay_csg else 0.0,
+                       "lr_scale": cfg.csg_lr_scale})
     return groups
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr_factor: float = 1.0) -> torch.optim.Optimizer:
     groups, lr = param_groups(model, cfg), cfg.lr * lr_factor
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
     fused = {"fused": True} if cfg.fused else {}  # one kernel for the whole update instead of a few per tensor list
     try:
         if cfg.name == "sgd":

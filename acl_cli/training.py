@@ -341,8 +341,8 @@ class Run:
             progress["history"] = read_history(self.run_dir / "metrics.csv", progress["epoch"])
         # the schedule is a function of the step: rebuilt at the step reached, it is what a fresh run of these
         # settings has there (new lr or schedule settings included; old checkpoints' scheduler classes too)
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] = cfg.optim.lr * self.lr_factor
+        for group in self.optimizer.param_groups:  # lr_scale: absent in checkpoints from before it (all 1)
+            group["lr"] = group["initial_lr"] = cfg.optim.lr * self.lr_factor * group.get("lr_scale", 1.0)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.train.epochs, self.steps_per_epoch)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"

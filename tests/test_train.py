@@ -165,6 +165,57 @@ def test_weight_decay_exclusions():
     assert len(everything) == 1 and len(everything[0]["params"]) == len(list(model.parameters()))
 
 
+def test_codes_and_generator_train_at_their_own_lr_and_weight_decay():
+    model = create_model("resnet20", csg={"slice_shape": [16, 16, 3, 3], "code_size": 72})
+    csg_ids = {id(model.csg.weight)} | {id(m.codes) for m in model.modules() if hasattr(m, "codes")}
+    cfg = load_config(None, ["optim.csg_lr_scale=4", "optim.csg_weight_decay=2e-3", "optim.decay_norm=false",
+                             "optim.lr=0.1", "schedule.milestones=[1]"])
+    opt = build_optimizer(model, cfg.optim)
+    ordinary, norms, csg = opt.param_groups
+    assert {id(p) for p in csg["params"]} == csg_ids
+    assert (csg["lr"], csg["weight_decay"], ordinary["lr"], ordinary["weight_decay"]) == (0.4, 2e-3, 0.1, 5e-4)
+    assert norms["weight_decay"] == 0.0 and id(model.bn1.weight) in {id(p) for p in norms["params"]}
+    sched = build_scheduler(opt, cfg.schedule, epochs=2, steps_per_epoch=3)
+    for _ in range(4):  # past the milestone, both decayed: the ratio is kept
+        opt.step()
+        sched.step()
+    assert csg["lr"] == pytest.approx(0.04) and ordinary["lr"] == pytest.approx(0.01)
+    # one plain SGD step moves a code 4x as far as the recipe's, the stem's the same
+    steps = {}
+    for scale in (1, 4):
+        torch.manual_seed(0)
+        net = create_model("resnet20", csg={"slice_shape": [16, 16, 3, 3], "code_size": 72})
+        c = load_config(None, [f"optim.csg_lr_scale={scale}", "optim.momentum=0", "optim.weight_decay=0"])
+        step_opt = build_optimizer(net, c.optim)
+        before = (net.stage1[0].conv_a.codes.detach().clone(), net.conv1.weight.detach().clone())
+        net(torch.randn(4, 3, 32, 32)).square().mean().backward()
+        step_opt.step()
+        steps[scale] = [(p.detach() - b).norm().item() for p, b in zip((net.stage1[0].conv_a.codes, net.conv1.weight), before)]
+    assert steps[4][0] == pytest.approx(4 * steps[1][0], rel=1e-4) and steps[4][1] == pytest.approx(steps[1][1])
+    # the recipe's default keeps the authors' single group (and old checkpoints' optimizer states)
+    assert len(param_groups(model, load_config().optim)) == 1
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("optim.csg_lr_scale=0", "optim.csg_lr_scale: must be > 0"),
+    ("optim.csg_weight_decay=-1", "optim.csg_weight_decay: must be >= 0"),
+    ("optim.decay_csg=false,optim.csg_weight_decay=1e-3", "csg_weight_decay 0.001 with decay_csg false"),
+])
+def test_bad_csg_optimizer_settings_are_refused(bad, message):
+    from acl_cli.config import ConfigError
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, bad.split(","))
+
+
+def test_a_resume_with_a_new_lr_keeps_the_codes_multiple(tmp_path):
+    run = tmp_path / "scaled"
+    train(small("train.epochs=1", "optim.csg_lr_scale=3"), run, log=quiet)
+    train(small("train.epochs=2", "optim.csg_lr_scale=3", "optim.lr=0.02"), run, resume=True, log=quiet)
+    groups = load_checkpoint(run / "last.pt")["optimizer"]["param_groups"]
+    assert groups[-1]["lr"] == pytest.approx(3 * groups[0]["lr"]) and groups[-1]["lr_scale"] == 3
+    assert groups[0]["initial_lr"] == 0.02
+
+
 def test_loss_that_is_not_finite_stops_naming_the_step(tmp_path):
     from acl_cli.checkpoint import save_checkpoint
     from acl_cli.errors import UserError
