@@ -51,7 +51,7 @@ def _parse_with_click(argv: list[str]):
 
 
 SCRIPTS = ["reproduce_cifar10.sh", "sweep_code_slice.sh", "sweep_depth.sh", "compare_layouts.sh",
-           "results_cifar10.sh"]
+           "results_cifar10.sh", "compare_csg_optim.sh"]
 
 
 @pytest.mark.parametrize("seeds", [None, "0 010"])

@@ -22,7 +22,8 @@ def _script(name, *args, **env):
 
 
 @pytest.mark.parametrize("name,runs", [("reproduce_cifar10.sh", 9), ("sweep_code_slice.sh", 10),
-                                       ("sweep_depth.sh", 10), ("compare_layouts.sh", 4)])
+                                       ("sweep_depth.sh", 10), ("compare_layouts.sh", 4),
+                                       ("compare_csg_optim.sh", 3)])
 def test_dry_run_prints_the_commands(tmp_path, name, runs):
     res = _script(name, "/data/cifar", 40, tmp_path / "out", DRY_RUN="1")
     assert res.returncode == 0, res.stderr
@@ -34,6 +35,33 @@ def test_dry_run_prints_the_commands(tmp_path, name, runs):
         assert args[args.index("--out") + 1].startswith(str(tmp_path / "out"))
     assert "report" in res.stdout.splitlines()[-1]
     assert not (tmp_path / "out").exists()
+
+
+def test_every_variable_a_sweep_reads_reaches_its_sbatch_tasks():
+    """An sbatch task runs the script again on a node: a grid variable it does not carry (DISTILL once) gives
+    that task another grid than the one --list showed."""
+    import re
+    lib = (ROOT / "scripts" / "lib.sh").read_text()
+    carried = set(re.search(r"SWEEP_VARS=\(([^)]*)\)", lib).group(1).split())
+    for script in (ROOT / "scripts").glob("*.sh"):
+        text = script.read_text()
+        if "lib.sh" not in text or script.name == "lib.sh":
+            continue
+        read = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)(?::-|:\+|\+|-)", text))
+        assert read <= carried, f"{script.name} reads {sorted(read - carried)}, which sweep.sbatch does not carry"
+
+
+def test_compare_csg_optim_checks_its_variants(tmp_path):
+    res = _script("compare_csg_optim.sh", "/data", 5, tmp_path / "out", DRY_RUN="1", VARIANTS="0.5")
+    assert res.returncode == 2 and "VARIANTS entries are LR_SCALE:WEIGHT_DECAY, got '0.5'" in res.stderr
+    res = _script("compare_csg_optim.sh", "/data", 5, tmp_path / "out", DRY_RUN="1", PAIR="resnet56")
+    assert res.returncode == 2 and "PAIR must name two configs" in res.stderr
+    res = _script("compare_csg_optim.sh", "/data", 5, tmp_path / "out", DRY_RUN="1", VARIANTS="2:1e-3",
+                  TRAIN_SUBSET="500", PAIR="resnet56 resnet56_csg_12_72")
+    lines = [shlex.split(line) for line in res.stdout.splitlines() if " train " in line]
+    assert [a[a.index("--config") + 1] for a in lines] == ["cifar10/resnet56"] + ["cifar10/resnet56_csg_12_72"] * 2
+    assert {"optim.csg_lr_scale=2", "optim.csg_weight_decay=1e-3", "model.csg.init=scaled"} <= set(lines[2])
+    assert all("data.train_subset=500" in a for a in lines) and "model.csg.init=scaled" not in lines[0]
 
 
 def test_bad_arguments():
