@@ -125,8 +125,9 @@ class _Subject:
         return torch.cuda.max_memory_allocated(self.device) / 2**20
 
 
-def _teacher_forward(cfg: Config, device: torch.device, x: torch.Tensor) -> Callable[[], Any] | None:
-    """One forward of the distillation teacher as a training step runs it (eval, no grad, autocast), or None."""
+def _teacher_forward(cfg: Config, device: torch.device, x: torch.Tensor) -> tuple[str, Callable[[], None]] | None:
+    """``(the teacher's source, one forward of it as a training step runs it: eval, no grad, autocast)``, or None
+    without distillation."""
     if cfg.distill is None:
         return None
     teacher = load_teacher(cfg)
@@ -138,8 +139,7 @@ def _teacher_forward(cfg: Config, device: torch.device, x: torch.Tensor) -> Call
     def forward() -> None:
         with torch.no_grad(), autocast(device, cfg.train.amp):
             model(x)
-    forward.source = teacher.source
-    return forward
+    return teacher.source, forward
 
 
 def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int = 10, repeats: int = 5,
@@ -156,7 +156,7 @@ def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int 
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, cfg.model.num_classes, (batch_size,), device=device)
     subjects = {"csg": _Subject(cfg, device, x, y), "original": _Subject(original_cfg, device, x, y)}
-    teacher_forward = _teacher_forward(cfg, device, x)
+    teacher_source, teacher_forward = _teacher_forward(cfg, device, x) or (None, None)
     for s in subjects.values():
         for _ in range(warmup):
             s.train_step()
@@ -188,7 +188,7 @@ def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int 
                         else kernels_per_step(s.train_step, device)}
     c, o = result["csg"], result["original"]
     if teacher_forward:  # what distillation adds to each training step: one forward of the teacher
-        result["teacher"] = {"source": teacher_forward.source, "forward_ms": 1e3 * statistics.median(teacher_times)}
+        result["teacher"] = {"source": teacher_source, "forward_ms": 1e3 * statistics.median(teacher_times)}
         result["teacher"]["share_of_csg_step"] = result["teacher"]["forward_ms"] / c["train_step_ms"]
     result["ratios"] = {"train_step": c["train_step_ms"] / o["train_step_ms"], "infer": c["infer_ms"] / o["infer_ms"],
                         "params": c["params"] / o["params"]}
