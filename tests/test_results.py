@@ -168,3 +168,69 @@ def test_the_effective_lr_script_measures_both_networks():
     for row in rows:
         rates = [float(x) for x in re.findall(r"(\d+\.\d+) \|K\|", row)]
         assert len(rates) == 3 and all(r > 0 for r in rates)
+
+
+CSG_OPTIM = ROOT / "results" / "csg_optim"
+
+
+def test_the_readme_csg_optim_table_is_read_from_its_runs():
+    """The README's comparison of lr and weight decay on codes and generator (scripts/compare_csg_optim.sh): every
+    cell from the committed run's config and metrics, all runs on one split, subset and schedule."""
+    import yaml
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Codes and generator at their own lr", 1)[1].split("\n#", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and re.fullmatch(r"`[a-z0-9_.-]+`", cells[0]):
+            rows[cells[0].strip("`")] = cells[1:]
+    runs = sorted(p.name for p in CSG_OPTIM.iterdir() if (p / "final.json").is_file())
+    assert sorted(rows) == runs and len(runs) >= 3
+    settings = set()
+    for name, (lr_scale, weight_decay, top1) in rows.items():
+        cfg = yaml.safe_load((CSG_OPTIM / name / "config.yaml").read_text())
+        o, d = cfg["optim"], cfg["data"]
+        settings.add((d["train_subset"], d["val_split"], d["split_seed"], cfg["train"]["epochs"], o["lr"],
+                      str(cfg["schedule"])))
+        if cfg["model"].get("csg") is None:
+            assert (lr_scale, weight_decay) == ("–", "–")
+        else:
+            wd = o["weight_decay"] if o.get("csg_weight_decay") is None else o["csg_weight_decay"]
+            assert float(lr_scale) == o.get("csg_lr_scale", 1.0) and float(weight_decay) == wd
+        best, epochs = _best(CSG_OPTIM / name)
+        assert top1 == f"{best:.2f}" and epochs == cfg["train"]["epochs"]
+    assert len(settings) == 1  # the same images, split and schedule for every row
+
+
+def test_the_readme_csg_optim_command_makes_exactly_the_committed_runs(tmp_path):
+    """The README's compare_csg_optim.sh line, as written (dry run): one job per committed run, each with its
+    committed config's model, recipe and data selection."""
+    import os
+    import shlex
+    import sys
+
+    import yaml
+
+    from acl_cli.config import load_config, resolve_config_path
+
+    section = (ROOT / "README.md").read_text().split("### Codes and generator at their own lr", 1)[1]
+    line = next(x for x in section.splitlines() if "scripts/compare_csg_optim.sh" in x and "=" in x.split()[0])
+    words = shlex.split(line)
+    env = dict(w.split("=", 1) for w in words[:words.index("scripts/compare_csg_optim.sh")])
+    args = [str(tmp_path / "data") if a == "DATA" else a for a in words[words.index("scripts/compare_csg_optim.sh") + 1:]]
+    res = subprocess.run(["bash", "scripts/compare_csg_optim.sh", *args], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, **env, "DRY_RUN": "1", "ACL": f"{sys.executable} -m acl_cli"})
+    assert res.returncode == 0, res.stderr
+    jobs = [shlex.split(x) for x in res.stdout.splitlines() if " train " in x]
+    assert sorted(Path(a[a.index("--out") + 1]).name for a in jobs) == sorted(
+        p.name for p in CSG_OPTIM.iterdir() if (p / "final.json").is_file())
+    for argv in jobs:
+        sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+        made = load_config(resolve_config_path(argv[argv.index("--config") + 1]), sets).to_dict()
+        committed = yaml.safe_load((CSG_OPTIM / Path(argv[argv.index("--out") + 1]).name / "config.yaml").read_text())
+        for key in ("model", "optim", "schedule"):
+            assert made[key] == committed[key], key
+        for key in ("name", "val_split", "split_seed", "train_subset", "batch_size"):
+            assert made["data"][key] == committed["data"][key], key
+        assert made["train"]["epochs"] == committed["train"]["epochs"]
