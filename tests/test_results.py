@@ -150,8 +150,22 @@ def test_the_readme_table_is_read_from_the_committed_runs():
         assert cells["acl top-1"] == f"{best:.2f}"
         assert cells["epochs"] == str(epochs)
         assert "5,000 held out of train" in cells["chosen on"]
-        record = json.loads((run / "run.json").read_text())["sessions"][0]
-        assert record["device"] in cells["hardware"]
+        for session in json.loads((run / "run.json").read_text())["sessions"]:  # each session ran where it says
+            cpu = re.fullmatch(r"CPU (.+) \((\w+)\), (\d+) cores, \d+ threads?", session["device"])
+            shown = f"{cpu[3]}-core {cpu[1]} CPU ({cpu[2]})" if cpu else session["device"]
+            assert shown in cells["hardware"], (run.name, session["device"])
+
+
+def test_the_readme_says_how_much_of_the_gap_distillation_closed():
+    runs = {p.name: p for p in RUNS}
+    pair = [f"resnet20{s}" for s in ("", "_csg_16_72", "_csg_16_72_distill")]
+    if not all(name in runs for name in pair):
+        pytest.skip("the distilled run and its pair are not all committed")
+    original, plain, distilled = (_best(runs[name])[0] for name in pair)
+    gap, left = round(original - plain, 2), round(original - distilled, 2)
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert f"It reaches {distilled:.2f}, closing {gap - left:.2f} of the {gap:.2f} points: it ends {left:.2f} " in text
+    assert ("so not within 1.0" if left > 1.0 else "within 1.0") in text
 
 
 def test_the_effective_lr_script_measures_both_networks():
