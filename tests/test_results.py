@@ -231,14 +231,17 @@ def test_the_readme_csg_optim_command_makes_exactly_the_committed_runs(tmp_path)
     from acl_cli.config import load_config, resolve_config_path
 
     section = (ROOT / "README.md").read_text().split("### Codes and generator at their own lr", 1)[1]
-    line = next(x for x in section.splitlines() if "scripts/compare_csg_optim.sh" in x and "=" in x.split()[0])
-    words = shlex.split(line)
-    env = dict(w.split("=", 1) for w in words[:words.index("scripts/compare_csg_optim.sh")])
-    args = [str(tmp_path / "data") if a == "DATA" else a for a in words[words.index("scripts/compare_csg_optim.sh") + 1:]]
-    res = subprocess.run(["bash", "scripts/compare_csg_optim.sh", *args], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, **env, "DRY_RUN": "1", "ACL": f"{sys.executable} -m acl_cli"})
-    assert res.returncode == 0, res.stderr
-    jobs = [shlex.split(x) for x in res.stdout.splitlines() if " train " in x]
+    lines = [x for x in section.split("\n#", 1)[0].splitlines() if "scripts/compare_csg_optim.sh" in x and "=" in x.split()[0]]
+    jobs = []
+    for line in lines:
+        words = shlex.split(line, comments=True)
+        at = words.index("scripts/compare_csg_optim.sh")
+        env = dict(w.split("=", 1) for w in words[:at])
+        args = [str(tmp_path / "data") if a == "DATA" else a for a in words[at + 1:]]
+        res = subprocess.run(["bash", "scripts/compare_csg_optim.sh", *args], cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, **env, "DRY_RUN": "1", "ACL": f"{sys.executable} -m acl_cli"})
+        assert res.returncode == 0, res.stderr
+        jobs += [shlex.split(x) for x in res.stdout.splitlines() if " train " in x]
     assert sorted(Path(a[a.index("--out") + 1]).name for a in jobs) == sorted(
         p.name for p in CSG_OPTIM.iterdir() if (p / "final.json").is_file())
     for argv in jobs:
@@ -249,4 +252,4 @@ def test_the_readme_csg_optim_command_makes_exactly_the_committed_runs(tmp_path)
             assert made[key] == committed[key], key
         for key in ("name", "val_split", "split_seed", "train_subset", "batch_size"):
             assert made["data"][key] == committed["data"][key], key
-        assert made["train"]["epochs"] == committed["train"]["epochs"]
+        assert (made["train"]["epochs"], made["train"]["seed"]) == (committed["train"]["epochs"], committed["train"]["seed"])
