@@ -12,8 +12,7 @@ source "$(dirname "$0")/lib.sh"
 parse_args "$@"
 read -r original csg <<< "${PAIR:-resnet20 resnet20_csg_16_72}"
 [ -n "${csg:-}" ] || die "PAIR must name two configs, the original and its CSG version, got '${PAIR:-}'"
-sets=(--set data.name=imagefolder --set data.val_split=0.1 --set data.split_seed=0 --set data.loader=device
-      --set train.channels_last=true)
+sets=("${RESULTS_SETS[@]}")
 [ -n "${TRAIN_SUBSET:-}" ] && sets+=(--set "data.train_subset=$TRAIN_SUBSET")
 BASE_CONFIG=cifar10/$original add_job "$original" "${sets[@]}"
 csg_sets=("${sets[@]}" --set "model.csg.init=${CSG_INIT:-scaled}")

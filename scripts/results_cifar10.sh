@@ -19,13 +19,11 @@
 source "$(dirname "$0")/lib.sh"
 parse_args "$@"
 for exp in ${CONFIGS:-resnet20 resnet20_csg_16_72}; do
-    sets=(--set data.name=imagefolder --set data.val_split=0.1 --set data.split_seed=0 --set data.loader=device
-          --set train.channels_last=true)
     if [ -n "${DISTILL:-}" ] && [[ $exp == *_csg_* ]]; then
         teacher=$(realpath -m -- "$OUT/${exp%%_csg_*}")
-        BASE_CONFIG=cifar10/$exp add_job "${exp}_distill" "${sets[@]}" --set "distill.teacher=$teacher"
+        BASE_CONFIG=cifar10/$exp add_job "${exp}_distill" "${RESULTS_SETS[@]}" --set "distill.teacher=$teacher"
     else
-        BASE_CONFIG=cifar10/$exp add_job "$exp" "${sets[@]}"
+        BASE_CONFIG=cifar10/$exp add_job "$exp" "${RESULTS_SETS[@]}"
     fi
 done
 run_jobs
