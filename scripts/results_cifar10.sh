@@ -11,19 +11,26 @@
 #
 # DISTILL=1: each CSG config is trained instead as <config>_distill, distilled (configs' distill defaults:
 # alpha 0.9, T 4) from the run of its original in OUT_DIR (resnet20_csg_16_72 from resnet20), which must
-# be finished first. The committed runs, in this order:
-#   PARALLEL=2 OMP_NUM_THREADS=1 scripts/results_cifar10.sh DATA 30 results/cifar10
-#     (the CSG run with EXTRA_SET="--set model.csg.init=scaled": see the README on the short schedule)
-#   DISTILL=1 CONFIGS=resnet20_csg_16_72 EXTRA_SET="--set model.csg.init=scaled" \
-#     scripts/results_cifar10.sh DATA 30 results/cifar10
+# be finished first.
+# CSG_LR_SCALE=2: each CSG config is trained instead as <config>_lr2, with optim.csg_lr_scale=2 (codes and
+# generator at twice the recipe's lr; see the README, "Codes and generator at their own lr"). With DISTILL
+# too, the name is <config>_lr2_distill.
+# The commands that made the committed runs are in the README ("Reproducing the paper"), which a test runs.
 source "$(dirname "$0")/lib.sh"
 parse_args "$@"
 for exp in ${CONFIGS:-resnet20 resnet20_csg_16_72}; do
-    if [ -n "${DISTILL:-}" ] && [[ $exp == *_csg_* ]]; then
-        teacher=$(realpath -m -- "$OUT/${exp%%_csg_*}")
-        BASE_CONFIG=cifar10/$exp add_job "${exp}_distill" "${RESULTS_SETS[@]}" --set "distill.teacher=$teacher"
-    else
-        BASE_CONFIG=cifar10/$exp add_job "$exp" "${RESULTS_SETS[@]}"
+    name=$exp
+    sets=("${RESULTS_SETS[@]}")
+    if [[ $exp == *_csg_* ]]; then
+        if [ -n "${CSG_LR_SCALE:-}" ]; then
+            name+=_lr$CSG_LR_SCALE
+            sets+=(--set "optim.csg_lr_scale=$CSG_LR_SCALE")
+        fi
+        if [ -n "${DISTILL:-}" ]; then
+            name+=_distill
+            sets+=(--set "distill.teacher=$(realpath -m -- "$OUT/${exp%%_csg_*}")")
+        fi
     fi
+    BASE_CONFIG=cifar10/$exp add_job "$name" "${sets[@]}"
 done
 run_jobs

@@ -40,9 +40,15 @@ def _best(run: Path) -> tuple[float, int]:
     return max(float(r["val_top1"]) for r in rows), len(rows)
 
 
+def _variant(run: Path) -> tuple[str, float, bool]:
+    """What a run's folder name says (scripts/results_cifar10.sh): the config it was trained from, the lr scale on
+    codes and generator (CSG_LR_SCALE: a name ending _lr<scale>) and whether it was distilled (_distill)."""
+    m = re.fullmatch(r"(.+?)(?:_lr(\d+(?:\.\d+)?))?(_distill)?", run.name)
+    return m[1], float(m[2] or 1), bool(m[3])
+
+
 def _config_name(run: Path) -> str:
-    """The config a run was trained from: its folder's name (a distilled run's less its _distill)."""
-    return run.name.removesuffix("_distill")
+    return _variant(run)[0]
 
 
 def test_there_are_committed_runs():
@@ -65,6 +71,8 @@ def test_a_committed_run_is_complete_lean_and_named_after_its_config(run, cli):
     ran_shown = cli("config", "show", "--config", run / "config.yaml")  # with settings added since, at defaults
     assert ran_shown.exit_code == 0, ran_shown.output
     shipped, ran = yaml.safe_load(shown.output), yaml.safe_load(ran_shown.output)
+    config_name, csg_lr_scale, distilled = _variant(run)
+    shipped["optim"]["csg_lr_scale"] = csg_lr_scale  # the one change a _lr<scale> run makes to the recipe
     for section in ("optim", "schedule"):  # the authors' recipe, as the config gives it
         assert ran[section] == shipped[section], section
     assert {k: v for k, v in ran["model"].items() if k != "csg"} == {k: v for k, v in shipped["model"].items()
@@ -73,8 +81,8 @@ def test_a_committed_run_is_complete_lean_and_named_after_its_config(run, cli):
         for key in ("slice_shape", "code_size", "layout", "targets"):
             assert ran["model"]["csg"][key] == shipped["model"]["csg"][key], key
     assert ran["data"]["batch_size"] == shipped["data"]["batch_size"]
-    if run.name.endswith("_distill"):  # distilled from the committed run of its original
-        assert Path(ran["distill"]["teacher"]).name == _config_name(run).split("_csg_")[0]
+    if distilled:  # distilled from the committed run of its original
+        assert Path(ran["distill"]["teacher"]).name == config_name.split("_csg_")[0]
     else:
         assert ran.get("distill") is None
     assert ran["data"]["val_split"] == 0.1 and ran["data"]["split_seed"] == 0  # best.pt chosen on held-out train
@@ -253,3 +261,69 @@ def test_the_readme_csg_optim_command_makes_exactly_the_committed_runs(tmp_path)
         for key in ("name", "val_split", "split_seed", "train_subset", "batch_size"):
             assert made["data"][key] == committed["data"][key], key
         assert (made["train"]["epochs"], made["train"]["seed"]) == (committed["train"]["epochs"], committed["train"]["seed"])
+
+
+def test_the_readme_results_commands_make_exactly_the_committed_runs(tmp_path):
+    """The README's results_cifar10.sh lines, as written (dry run, into an empty folder): one job per committed run
+    in results/cifar10, each with that run's model, recipe, data selection, epochs and teacher."""
+    import os
+    import shlex
+    import sys
+
+    from acl_cli.config import load_config, resolve_config_path
+
+    table = (ROOT / "README.md").read_text().split("## Reproducing the paper", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", table, flags=re.S)
+    lines = [x for block in blocks for x in block.splitlines() if "scripts/results_cifar10.sh" in x]
+    assert lines
+    jobs = []
+    for line in lines:
+        words = shlex.split(line, comments=True)
+        at = words.index("scripts/results_cifar10.sh")
+        env = dict(w.split("=", 1) for w in words[:at])
+        args = [str(tmp_path / "data") if a == "DATA" else a for a in words[at + 1:]]
+        assert args[2] == "results/cifar10", line
+        args[2] = str(tmp_path / "out")
+        res = subprocess.run(["bash", "scripts/results_cifar10.sh", *args], cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, **env, "DRY_RUN": "1", "ACL": f"{sys.executable} -m acl_cli"})
+        assert res.returncode == 0, res.stderr
+        jobs += [shlex.split(x) for x in res.stdout.splitlines() if " train " in x]
+    assert sorted(Path(a[a.index("--out") + 1]).name for a in jobs) == sorted(p.name for p in RUNS)
+    for argv in jobs:
+        sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+        made = load_config(resolve_config_path(argv[argv.index("--config") + 1]), sets).to_dict()
+        run = RESULTS / Path(argv[argv.index("--out") + 1]).name
+        committed = load_config(run / "config.yaml", []).to_dict()  # settings added since at their defaults
+        for key in ("model", "optim", "schedule"):
+            assert made[key] == committed[key], (run.name, key)
+        for key in ("name", "val_split", "split_seed", "train_subset", "batch_size", "loader"):
+            assert made["data"][key] == committed["data"][key], (run.name, key)
+        assert made["train"] == {**committed["train"], "progress": made["train"]["progress"]}, run.name
+        teacher = made.get("distill") and made["distill"].pop("teacher")
+        committed_teacher = committed.get("distill") and committed["distill"].pop("teacher")
+        assert made.get("distill") == committed.get("distill"), run.name
+        assert (teacher and Path(teacher).name) == (committed_teacher and Path(committed_teacher).name), run.name
+
+
+def test_results_variants_are_named_as_the_results_tests_read_them(tmp_path):
+    """CSG_LR_SCALE and DISTILL together: the CSG run's folder says both, and _variant reads back what it ran."""
+    import os
+    import shlex
+    import sys
+
+    from acl_cli.config import load_config, resolve_config_path
+
+    res = subprocess.run(["bash", "scripts/results_cifar10.sh", str(tmp_path / "data"), "30", str(tmp_path / "out")],
+                         cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "DRY_RUN": "1", "CSG_LR_SCALE": "2", "DISTILL": "1",
+                              "ACL": f"{sys.executable} -m acl_cli"})
+    assert res.returncode == 0, res.stderr
+    jobs = [shlex.split(x) for x in res.stdout.splitlines() if " train " in x]
+    for argv in jobs:
+        out = Path(argv[argv.index("--out") + 1])
+        config_name, csg_lr_scale, distilled = _variant(out)
+        sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+        cfg = load_config(resolve_config_path(argv[argv.index("--config") + 1]), sets)
+        assert Path(argv[argv.index("--config") + 1]).name in (config_name, f"{config_name}.yaml")
+        assert cfg.optim.csg_lr_scale == csg_lr_scale and (cfg.distill is not None) == distilled
+    assert [Path(a[a.index("--out") + 1]).name for a in jobs] == ["resnet20", "resnet20_csg_16_72_lr2_distill"]
