@@ -327,3 +327,34 @@ def test_results_variants_are_named_as_the_results_tests_read_them(tmp_path):
         assert Path(argv[argv.index("--config") + 1]).name in (config_name, f"{config_name}.yaml")
         assert cfg.optim.csg_lr_scale == csg_lr_scale and (cfg.distill is not None) == distilled
     assert [Path(a[a.index("--out") + 1]).name for a in jobs] == ["resnet20", "resnet20_csg_16_72_lr2_distill"]
+
+
+def test_the_gpu_results_script_trains_both_pairs_at_the_recipe_and_at_twice_the_csg_lr(tmp_path):
+    """scripts/gpu_results.sh (dry run): six runs on GPU 0 with CUDA graphs, the committed results' split, each
+    named as results/cifar10 names it; without its zip it refuses in one line before training anything."""
+    import os
+    import shlex
+    import sys
+
+    from acl_cli.config import load_config, resolve_config_path
+
+    env = {**os.environ, "ACL": f"{sys.executable} -m acl_cli", "RUNS": str(tmp_path / "runs")}
+    res = subprocess.run(["bash", "scripts/gpu_results.sh", "60", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
+                         text=True, env={**env, "DRY_RUN": "1"})
+    assert res.returncode == 0, res.stderr
+    jobs = [shlex.split(x) for x in res.stdout.splitlines() if " train " in x]
+    names = sorted(Path(a[a.index("--out") + 1]).name for a in jobs)
+    assert names == ["resnet20", "resnet20_csg_16_72", "resnet20_csg_16_72_lr2", "resnet56", "resnet56_csg_12_72",
+                     "resnet56_csg_12_72_lr2"]
+    for argv in jobs:
+        config_name, csg_lr_scale, _ = _variant(Path(argv[argv.index("--out") + 1]))
+        sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+        cfg = load_config(resolve_config_path(argv[argv.index("--config") + 1]), sets)
+        assert argv[argv.index("--config") + 1] == f"cifar10/{config_name}"
+        assert (cfg.optim.csg_lr_scale, cfg.train.epochs, cfg.train.amp, cfg.train.compile_mode) == (
+            csg_lr_scale, 60, "bf16", "reduce-overhead")
+        assert (cfg.data.val_split, cfg.data.split_seed, cfg.data.loader) == (0.1, 0, "device")
+    res = subprocess.run(["bash", "scripts/gpu_results.sh", "60", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
+                         text=True, env={**env, "ZIP": str(tmp_path / "none.zip")})
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "ZIP must name" in res.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The GPU runs of results/cifar10 in one call on a lent device machine (one GPU, a 10-minute limit a call),
+# then the step profile. From the repository root there:
+#   ZIP=gpu_data/cifar10-jpeg-train.zip scripts/gpu_results.sh EPOCHS OUT_DIR
+# with gpu_data/ (the shared uncompressed zip, 52 MB, copied into a folder .git/info/exclude ignores) in the
+# call's carry. It trains resnet20, resnet56 and their CSG configs with the authors' recipe (200 epochs is
+# theirs; fewer keep its fractions) and the CSG configs again with CSG_LR_SCALE=2, all at once on GPU 0:
+# eager steps of these small networks are bound by kernel launches, so one GPU has room for several, and
+# CUDA graphs (train.compile_mode reduce-overhead) cut the launches. At LIMIT_S (default 420) the sweeps are
+# sent SIGTERM: their runs checkpoint and stop. The run folders are trained in RUNS (runs/gpu_results):
+# recipe/ and lr2/, last.pt included so a later call can resume them; OUT_DIR gets them packed, runs.tar,
+# and profile_step.txt (two files: the device tool brings back at most 8). The images are unzipped into
+# DATA_DIR (a temporary folder). DRY_RUN=1 prints the commands. Commit a finished run by moving its folder (without
+# last.pt) to results/cifar10/ and naming the device in the README table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EPOCHS=${1:?usage: ZIP=... scripts/gpu_results.sh EPOCHS OUT_DIR}
+OUT=${2:?usage: ZIP=... scripts/gpu_results.sh EPOCHS OUT_DIR}
+LIMIT_S=${LIMIT_S:-420}
+PYTHON=${PYTHON:-python}
+DRY_RUN=${DRY_RUN:-0}
+export DRY_RUN
+export GPUS="0 0 0 0 0 0"  # six jobs, all on GPU 0
+export EXTRA_SET="--set train.amp=bf16 --set train.compile=true --set train.compile_mode=reduce-overhead
+--set data.workers=2"
+RUNS=${RUNS:-runs/gpu_results}
+DATA=${DATA_DIR:-${TMPDIR:-/tmp}/acl-cifar10-jpeg}
+if [ "$DRY_RUN" = 1 ]; then
+    echo "unzip -q ${ZIP:-ZIP} -d $DATA"
+else
+    [ -f "${ZIP:-}" ] || { echo "error: ZIP must name the CIFAR-10 JPEG zip (got '${ZIP:-}')" >&2; exit 2; }
+    mkdir -p "$DATA"
+    unzip -q -o "$ZIP" -d "$DATA"
+fi
+pids=()
+CONFIGS="resnet20 resnet20_csg_16_72 resnet56 resnet56_csg_12_72" \
+    timeout -s TERM "$LIMIT_S" scripts/results_cifar10.sh "$DATA" "$EPOCHS" "$RUNS/recipe" & pids+=($!)
+CSG_LR_SCALE=2 CONFIGS="resnet20_csg_16_72 resnet56_csg_12_72" \
+    timeout -s TERM "$LIMIT_S" scripts/results_cifar10.sh "$DATA" "$EPOCHS" "$RUNS/lr2" & pids+=($!)
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done  # 1: a run failed or was stopped at LIMIT_S
+if [ "$DRY_RUN" = 1 ]; then
+    echo "tar -cf $OUT/runs.tar -C $RUNS recipe lr2"
+    echo "$PYTHON scripts/profile_step.py --device cuda --fused > $OUT/profile_step.txt"
+    exit 0
+fi
+mkdir -p "$OUT"
+tar -cf "$OUT/runs.tar" -C "$RUNS" recipe lr2
+"$PYTHON" scripts/profile_step.py --device cuda --fused > "$OUT/profile_step.txt" || status=1
+exit $status
