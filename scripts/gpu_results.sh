@@ -6,7 +6,7 @@
 # call's carry. It trains resnet20, resnet56 and their CSG configs with the authors' recipe (200 epochs is
 # theirs; fewer keep its fractions) and the CSG configs again with CSG_LR_SCALE=2, all at once on GPU 0:
 # eager steps of these small networks are bound by kernel launches, so one GPU has room for several, and
-# CUDA graphs (train.compile_mode reduce-overhead) cut the launches. At LIMIT_S (default 420) the sweeps are
+# CUDA graphs (train.compile_mode reduce-overhead) cut the launches. At LIMIT_S (default 300) the sweeps are
 # sent SIGTERM: their runs checkpoint and stop. The run folders are trained in RUNS (runs/gpu_results):
 # recipe/ and lr2/, last.pt included so a later call can resume them; OUT_DIR gets them packed, runs.tar,
 # and profile_step.txt (two files: the device tool brings back at most 8). The images are unzipped into
@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${1:?usage: ZIP=... scripts/gpu_results.sh EPOCHS OUT_DIR}
 OUT=${2:?usage: ZIP=... scripts/gpu_results.sh EPOCHS OUT_DIR}
-LIMIT_S=${LIMIT_S:-420}
+LIMIT_S=${LIMIT_S:-300}
 PYTHON=${PYTHON:-python}
 DRY_RUN=${DRY_RUN:-0}
 export DRY_RUN
@@ -26,11 +26,11 @@ export EXTRA_SET="--set train.amp=bf16 --set train.compile=true --set train.comp
 RUNS=${RUNS:-runs/gpu_results}
 DATA=${DATA_DIR:-${TMPDIR:-/tmp}/acl-cifar10-jpeg}
 if [ "$DRY_RUN" = 1 ]; then
-    echo "unzip -q ${ZIP:-ZIP} -d $DATA"
+    echo "$PYTHON -m zipfile -e ${ZIP:-ZIP} $DATA"
 else
     [ -f "${ZIP:-}" ] || { echo "error: ZIP must name the CIFAR-10 JPEG zip (got '${ZIP:-}')" >&2; exit 2; }
     mkdir -p "$DATA"
-    unzip -q -o "$ZIP" -d "$DATA"
+    "$PYTHON" -m zipfile -e "$ZIP" "$DATA"
 fi
 pids=()
 CONFIGS="resnet20 resnet20_csg_16_72 resnet56 resnet56_csg_12_72" \
