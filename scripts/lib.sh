@@ -256,9 +256,9 @@ summary() {  # the report of what finished, one line per failure; exit 1 if any 
     exit $?
 }
 
-write_report() {  # report.md / .csv / .png of the runs that finished (acl report skips logs and the rest)
-    local done_runs=()
-    for name in "${JOB_NAMES[@]}"; do [ -f "$OUT/$name/final.json" ] && done_runs+=("$OUT/$name"); done
+write_report() {  # report.md / .csv / .png of every finished run in OUT: this grid's and those of sweeps before
+    local done_runs=() dir
+    for dir in "$OUT"/*/; do [ -f "$dir/final.json" ] && done_runs+=("${dir%/}"); done
     if [ ${#done_runs[@]} -eq 0 ]; then
         echo "no finished run to report" >&2
         return

@@ -15,7 +15,7 @@ import json, os, sys, time
 from pathlib import Path
 args = sys.argv[1:]
 if args[0] == "report":
-    print("| stand-in report |")
+    print("| stand-in report |", " ".join(Path(a).name for a in args[1:] if Path(a).is_dir()), "|")
     sys.exit(0)
 out = Path(args[args.index("--out") + 1] if "--out" in args else args[args.index("--resume") + 1])
 start = time.time()
@@ -141,3 +141,15 @@ def test_the_sbatch_array_runs_every_job_once_and_a_requeued_task_resumes(sweep,
     report = subprocess.run(["bash", str(out / "report.sbatch")], env=env, capture_output=True, text=True,
                             timeout=60)
     assert report.returncode == 0 and "6 of 6 finished" in report.stdout, report.stderr
+
+
+def test_the_report_covers_every_finished_run_in_the_folder_not_only_this_grids(sweep, tmp_path):
+    """Several sweeps into one folder (results/cifar10 is made so): each report.md covers all finished runs there."""
+    out = tmp_path / "out"
+    res, _ = sweep("/data", 5, out, DEPTHS="20")
+    assert res.returncode == 0, res.stderr
+    (out / "unfinished").mkdir()  # a run still training (no final.json) is left out
+    res, calls = sweep("/data", 5, out, DEPTHS="56")
+    assert res.returncode == 0 and [c["name"] for c in calls] == ["resnet56", "resnet56_csg_12_72"]
+    shown = (out / "report.md").read_text().split("|")[2].split()
+    assert sorted(shown) == ["resnet20", "resnet20_csg_12_72", "resnet56", "resnet56_csg_12_72"]
