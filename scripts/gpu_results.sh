@@ -10,8 +10,8 @@
 # sent SIGTERM: their runs checkpoint and stop. The run folders are trained in RUNS (runs/gpu_results):
 # recipe/ and lr2/, last.pt included so a later call can resume them; OUT_DIR gets them packed, runs.tar,
 # and profile_step.txt (two files: the device tool brings back at most 8). The images are unzipped into
-# DATA_DIR (a temporary folder). DRY_RUN=1 prints the commands. Commit a finished run by moving its folder (without
-# last.pt) to results/cifar10/ and naming the device in the README table.
+# DATA_DIR (a temporary folder). DRY_RUN=1 prints the commands. Commit a finished run by moving its folder
+# (without last.pt) to results/cifar10/ and naming the device in the README table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${1:?usage: ZIP=... scripts/gpu_results.sh EPOCHS OUT_DIR}

@@ -18,6 +18,9 @@
 # The commands that made the committed runs are in the README ("Reproducing the paper"), which a test runs.
 source "$(dirname "$0")/lib.sh"
 parse_args "$@"
+if [ -n "${CSG_LR_SCALE:-}" ] && ! [[ $CSG_LR_SCALE =~ ^[0-9]+(\.[0-9]+)?$ ]]; then
+    die "CSG_LR_SCALE must be a number such as 2 or 0.5 (it names the runs), got '$CSG_LR_SCALE'"
+fi
 for exp in ${CONFIGS:-resnet20 resnet20_csg_16_72}; do
     name=$exp
     sets=("${RESULTS_SETS[@]}")

@@ -327,6 +327,11 @@ def test_results_variants_are_named_as_the_results_tests_read_them(tmp_path):
         assert Path(argv[argv.index("--config") + 1]).name in (config_name, f"{config_name}.yaml")
         assert cfg.optim.csg_lr_scale == csg_lr_scale and (cfg.distill is not None) == distilled
     assert [Path(a[a.index("--out") + 1]).name for a in jobs] == ["resnet20", "resnet20_csg_16_72_lr2_distill"]
+    for bad in ("2 x", "-1", "two", "2/"):  # it becomes part of a folder's name
+        res = subprocess.run(["bash", "scripts/results_cifar10.sh", "d", "30", str(tmp_path / "bad")], cwd=ROOT,
+                             capture_output=True, text=True, env={**os.environ, "DRY_RUN": "1", "CSG_LR_SCALE": bad})
+        assert res.returncode == 2 and res.stderr.startswith("error: CSG_LR_SCALE must be a number"), res.stderr
+        assert res.stderr.count("\n") == 1 and not (tmp_path / "bad").exists()
 
 
 def test_the_gpu_results_script_trains_both_pairs_at_the_recipe_and_at_twice_the_csg_lr(tmp_path):
