@@ -66,6 +66,20 @@ def _distilled(cfg) -> str:
     return f"from {name} (alpha {d.alpha:g}, T {d.temperature:g})"
 
 
+def _csg(cfg) -> str:
+    """"-", or the slice shape, code size and layout, and how codes and generator trained where the recipe's
+    single optimizer group was not used (a frozen generator, their own lr multiple or weight decay)."""
+    csg, optim = cfg.model.csg, cfg.optim
+    if csg is None:
+        return "-"
+    text = f"{'x'.join(map(str, csg.slice_shape))}/{csg.code_size} {csg.layout}" + (" frozen" if csg.freeze else "")
+    if optim.csg_lr_scale != 1:
+        text += f", lr x{optim.csg_lr_scale:g}"
+    if optim.csg_weight_decay is not None:
+        text += f", wd {optim.csg_weight_decay:g}"
+    return text
+
+
 def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / "config.yaml").is_file() and (Path(path) / "params.json").is_file()
 
@@ -97,7 +111,6 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         img_s = round(statistics.median(float(r["img_s"]) for r in rows)) if rows else None
     except (ValueError, KeyError, TypeError, csv.Error, UnicodeDecodeError):
         raise UserError(f"{run}: metrics.csv is not readable (cut short or edited?)") from None
-    csg = cfg.model.csg
     record = _run_record(run)
     finished = (run / "final.json").exists()
     experiment = {k: v for k, v in flatten(cfg.to_dict()).items() if k not in _NOT_THE_EXPERIMENT}
@@ -105,8 +118,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     return {
         "run": run.name,
         "arch": cfg.model.arch,
-        "csg": "-" if csg is None else f"{'x'.join(map(str, csg.slice_shape))}/{csg.code_size} {csg.layout}"
-                                        + (" frozen" if csg.freeze else ""),
+        "csg": _csg(cfg),
         "distilled": _distilled(cfg),
         "params": total,
         "compression": compression,

@@ -152,6 +152,23 @@ def test_report_averages_only_finished_runs_of_the_same_data_and_process_count(f
     assert res.exit_code == 2 and f"pass them: acl report {runs}/*" in res.stderr
 
 
+def test_report_says_when_codes_and_generator_had_their_own_lr_or_weight_decay(finished, tmp_path, cli):
+    import yaml
+
+    runs = tmp_path / "optim"
+    _variant(finished, runs / "recipe", 0)
+    _variant(finished, runs / "lr2", 0)
+    cfg = yaml.safe_load((runs / "lr2" / "config.yaml").read_text())
+    cfg["optim"].update(csg_lr_scale=2.0, csg_weight_decay=0.002)
+    (runs / "lr2" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = cli("report", runs / "recipe", runs / "lr2", "--format", "json")
+    assert res.exit_code == 0, res.output
+    recipe, lr2 = json.loads(res.output)
+    assert (recipe["csg"], lr2["csg"]) == ("16x16x3x3/72 flat", "16x16x3x3/72 flat, lr x2, wd 0.002")
+    res = cli("report", runs / "recipe", runs / "lr2", "--by-seed", "--format", "json")
+    assert [g["n"] for g in json.loads(res.output)] == [1, 1]  # never averaged together
+
+
 def test_the_plot_legend_lists_only_series_with_points(finished, tmp_path, cli):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text in the SVG

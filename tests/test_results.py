@@ -194,6 +194,38 @@ def test_the_effective_lr_script_measures_both_networks():
         assert len(rates) == 3 and all(r > 0 for r in rates)
 
 
+def _dry_run(script: str, lines: list[str], tmp_path: Path, out: str | None = None) -> list[list[str]]:
+    """The acl train commands each README line calling scripts/<script> would run (DRY_RUN=1): DATA becomes an empty
+    folder, and the output folder ``out``, where given, one under tmp_path."""
+    import os
+    import shlex
+    import sys
+
+    jobs = []
+    for line in lines:
+        words = shlex.split(line, comments=True)
+        at = words.index(f"scripts/{script}")
+        env = dict(w.split("=", 1) for w in words[:at])
+        args = [str(tmp_path / "data") if a == "DATA" else a for a in words[at + 1:]]
+        if out is not None:
+            assert args[2] == out, line
+            args[2] = str(tmp_path / "out")
+        res = subprocess.run(["bash", f"scripts/{script}", *args], cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, **env, "DRY_RUN": "1", "ACL": f"{sys.executable} -m acl_cli"})
+        assert res.returncode == 0, res.stderr
+        jobs += [shlex.split(x) for x in res.stdout.splitlines() if " train " in x]
+    return jobs
+
+
+def _job_config(argv: list[str]) -> tuple[str, dict]:
+    """An acl train command's run folder name and the config it would train."""
+    from acl_cli.config import load_config, resolve_config_path
+
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    made = load_config(resolve_config_path(argv[argv.index("--config") + 1]), sets).to_dict()
+    return Path(argv[argv.index("--out") + 1]).name, made
+
+
 CSG_OPTIM = ROOT / "results" / "csg_optim"
 
 
@@ -230,32 +262,16 @@ def test_the_readme_csg_optim_table_is_read_from_its_runs():
 def test_the_readme_csg_optim_command_makes_exactly_the_committed_runs(tmp_path):
     """The README's compare_csg_optim.sh line, as written (dry run): one job per committed run, each with its
     committed config's model, recipe and data selection."""
-    import os
-    import shlex
-    import sys
-
     import yaml
-
-    from acl_cli.config import load_config, resolve_config_path
 
     section = (ROOT / "README.md").read_text().split("### Codes and generator at their own lr", 1)[1]
     lines = [x for x in section.split("\n#", 1)[0].splitlines() if "scripts/compare_csg_optim.sh" in x and "=" in x.split()[0]]
-    jobs = []
-    for line in lines:
-        words = shlex.split(line, comments=True)
-        at = words.index("scripts/compare_csg_optim.sh")
-        env = dict(w.split("=", 1) for w in words[:at])
-        args = [str(tmp_path / "data") if a == "DATA" else a for a in words[at + 1:]]
-        res = subprocess.run(["bash", "scripts/compare_csg_optim.sh", *args], cwd=ROOT, capture_output=True, text=True,
-                             env={**os.environ, **env, "DRY_RUN": "1", "ACL": f"{sys.executable} -m acl_cli"})
-        assert res.returncode == 0, res.stderr
-        jobs += [shlex.split(x) for x in res.stdout.splitlines() if " train " in x]
-    assert sorted(Path(a[a.index("--out") + 1]).name for a in jobs) == sorted(
+    jobs = _dry_run("compare_csg_optim.sh", lines, tmp_path)
+    assert sorted(_job_config(a)[0] for a in jobs) == sorted(
         p.name for p in CSG_OPTIM.iterdir() if (p / "final.json").is_file())
     for argv in jobs:
-        sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
-        made = load_config(resolve_config_path(argv[argv.index("--config") + 1]), sets).to_dict()
-        committed = yaml.safe_load((CSG_OPTIM / Path(argv[argv.index("--out") + 1]).name / "config.yaml").read_text())
+        name, made = _job_config(argv)
+        committed = yaml.safe_load((CSG_OPTIM / name / "config.yaml").read_text())
         for key in ("model", "optim", "schedule"):
             assert made[key] == committed[key], key
         for key in ("name", "val_split", "split_seed", "train_subset", "batch_size"):
@@ -266,33 +282,16 @@ def test_the_readme_csg_optim_command_makes_exactly_the_committed_runs(tmp_path)
 def test_the_readme_results_commands_make_exactly_the_committed_runs(tmp_path):
     """The README's results_cifar10.sh lines, as written (dry run, into an empty folder): one job per committed run
     in results/cifar10, each with that run's model, recipe, data selection, epochs and teacher."""
-    import os
-    import shlex
-    import sys
-
-    from acl_cli.config import load_config, resolve_config_path
+    from acl_cli.config import load_config
 
     table = (ROOT / "README.md").read_text().split("## Reproducing the paper", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", table, flags=re.S)
     lines = [x for block in blocks for x in block.splitlines() if "scripts/results_cifar10.sh" in x]
-    assert lines
-    jobs = []
-    for line in lines:
-        words = shlex.split(line, comments=True)
-        at = words.index("scripts/results_cifar10.sh")
-        env = dict(w.split("=", 1) for w in words[:at])
-        args = [str(tmp_path / "data") if a == "DATA" else a for a in words[at + 1:]]
-        assert args[2] == "results/cifar10", line
-        args[2] = str(tmp_path / "out")
-        res = subprocess.run(["bash", "scripts/results_cifar10.sh", *args], cwd=ROOT, capture_output=True, text=True,
-                             env={**os.environ, **env, "DRY_RUN": "1", "ACL": f"{sys.executable} -m acl_cli"})
-        assert res.returncode == 0, res.stderr
-        jobs += [shlex.split(x) for x in res.stdout.splitlines() if " train " in x]
-    assert sorted(Path(a[a.index("--out") + 1]).name for a in jobs) == sorted(p.name for p in RUNS)
+    jobs = _dry_run("results_cifar10.sh", lines, tmp_path, out="results/cifar10")
+    assert lines and sorted(_job_config(a)[0] for a in jobs) == sorted(p.name for p in RUNS)
     for argv in jobs:
-        sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
-        made = load_config(resolve_config_path(argv[argv.index("--config") + 1]), sets).to_dict()
-        run = RESULTS / Path(argv[argv.index("--out") + 1]).name
+        name, made = _job_config(argv)
+        run = RESULTS / name
         committed = load_config(run / "config.yaml", []).to_dict()  # settings added since at their defaults
         for key in ("model", "optim", "schedule"):
             assert made[key] == committed[key], (run.name, key)
@@ -308,25 +307,15 @@ def test_the_readme_results_commands_make_exactly_the_committed_runs(tmp_path):
 def test_results_variants_are_named_as_the_results_tests_read_them(tmp_path):
     """CSG_LR_SCALE and DISTILL together: the CSG run's folder says both, and _variant reads back what it ran."""
     import os
-    import shlex
-    import sys
 
-    from acl_cli.config import load_config, resolve_config_path
-
-    res = subprocess.run(["bash", "scripts/results_cifar10.sh", str(tmp_path / "data"), "30", str(tmp_path / "out")],
-                         cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "DRY_RUN": "1", "CSG_LR_SCALE": "2", "DISTILL": "1",
-                              "ACL": f"{sys.executable} -m acl_cli"})
-    assert res.returncode == 0, res.stderr
-    jobs = [shlex.split(x) for x in res.stdout.splitlines() if " train " in x]
+    jobs = _dry_run("results_cifar10.sh", ["CSG_LR_SCALE=2 DISTILL=1 scripts/results_cifar10.sh DATA 30 OUT"], tmp_path,
+                    out="OUT")
     for argv in jobs:
-        out = Path(argv[argv.index("--out") + 1])
-        config_name, csg_lr_scale, distilled = _variant(out)
-        sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
-        cfg = load_config(resolve_config_path(argv[argv.index("--config") + 1]), sets)
-        assert Path(argv[argv.index("--config") + 1]).name in (config_name, f"{config_name}.yaml")
-        assert cfg.optim.csg_lr_scale == csg_lr_scale and (cfg.distill is not None) == distilled
-    assert [Path(a[a.index("--out") + 1]).name for a in jobs] == ["resnet20", "resnet20_csg_16_72_lr2_distill"]
+        name, made = _job_config(argv)
+        config_name, csg_lr_scale, distilled = _variant(Path(name))
+        assert argv[argv.index("--config") + 1] == f"cifar10/{config_name}"
+        assert made["optim"]["csg_lr_scale"] == csg_lr_scale and (made.get("distill") is not None) == distilled
+    assert [_job_config(a)[0] for a in jobs] == ["resnet20", "resnet20_csg_16_72_lr2_distill"]
     for bad in ("2 x", "-1", "two", "2/"):  # it becomes part of a folder's name
         res = subprocess.run(["bash", "scripts/results_cifar10.sh", "d", "30", str(tmp_path / "bad")], cwd=ROOT,
                              capture_output=True, text=True, env={**os.environ, "DRY_RUN": "1", "CSG_LR_SCALE": bad})
@@ -341,24 +330,21 @@ def test_the_gpu_results_script_trains_both_pairs_at_the_recipe_and_at_twice_the
     import shlex
     import sys
 
-    from acl_cli.config import load_config, resolve_config_path
-
     env = {**os.environ, "ACL": f"{sys.executable} -m acl_cli", "RUNS": str(tmp_path / "runs")}
     res = subprocess.run(["bash", "scripts/gpu_results.sh", "60", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
                          text=True, env={**env, "DRY_RUN": "1"})
     assert res.returncode == 0, res.stderr
     jobs = [shlex.split(x) for x in res.stdout.splitlines() if " train " in x]
-    names = sorted(Path(a[a.index("--out") + 1]).name for a in jobs)
+    names = sorted(_job_config(a)[0] for a in jobs)
     assert names == ["resnet20", "resnet20_csg_16_72", "resnet20_csg_16_72_lr2", "resnet56", "resnet56_csg_12_72",
                      "resnet56_csg_12_72_lr2"]
     for argv in jobs:
-        config_name, csg_lr_scale, _ = _variant(Path(argv[argv.index("--out") + 1]))
-        sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
-        cfg = load_config(resolve_config_path(argv[argv.index("--config") + 1]), sets)
+        name, made = _job_config(argv)
+        config_name, csg_lr_scale, _ = _variant(Path(name))
         assert argv[argv.index("--config") + 1] == f"cifar10/{config_name}"
-        assert (cfg.optim.csg_lr_scale, cfg.train.epochs, cfg.train.amp, cfg.train.compile_mode) == (
-            csg_lr_scale, 60, "bf16", "reduce-overhead")
-        assert (cfg.data.val_split, cfg.data.split_seed, cfg.data.loader) == (0.1, 0, "device")
+        assert (made["optim"]["csg_lr_scale"], made["train"]["epochs"], made["train"]["amp"],
+                made["train"]["compile_mode"]) == (csg_lr_scale, 60, "bf16", "reduce-overhead")
+        assert (made["data"]["val_split"], made["data"]["split_seed"], made["data"]["loader"]) == (0.1, 0, "device")
     res = subprocess.run(["bash", "scripts/gpu_results.sh", "60", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
                          text=True, env={**env, "ZIP": str(tmp_path / "none.zip")})
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "ZIP must name" in res.stderr
@@ -392,3 +378,11 @@ def test_the_readme_says_where_twice_the_csg_lr_ends():
     where = f"{left:.2f} points below" if left >= 0 else f"{-left:.2f} points above"
     assert f"`resnet20_csg_16_72_lr2` reaches {faster:.2f} (the recipe: {plain:.2f}), {where} its original" in text
     assert (", within 1.0" if abs(left) <= 1.0 else ", so not within 1.0") in text
+
+
+@pytest.mark.parametrize("folder", [RESULTS, CSG_OPTIM], ids=lambda p: p.name)
+def test_a_committed_report_is_what_acl_report_says_of_its_runs(folder, cli):
+    runs = sorted(p for p in folder.iterdir() if (p / "final.json").is_file())
+    res = cli("report", *runs, "--format", "markdown")
+    assert res.exit_code == 0, res.output
+    assert (folder / "report.md").read_text().strip() == res.output.strip()
