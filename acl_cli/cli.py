@@ -259,6 +259,33 @@ def config_show(config_path, overrides):
     click.echo(cfg.to_yaml(), nl=False)
 
 
+@config_group.command("diff")
+@click.argument("run", type=click.Path())
+@config_option
+@set_option
+@click.option("--all", "show_all", is_flag=True,
+              help="Also the settings that do not change results (data.root, data.workers, train.compile, ...).")
+def config_diff(run, config_path, overrides, show_all):
+    """Compare RUN's config (a run folder or a config file) with --config and --set: one line per setting that
+    would change the result, `key: RUN's -> the config's`; exit status 0 when there is none, 1 when some differ.
+
+    \b
+    Example:
+      acl config diff runs/r20 --config cifar10/resnet20 --set train.epochs=30
+    """
+    from pathlib import Path
+
+    from .config import NOT_COMPUTATIONAL, quote
+    from .rundir import changed_settings
+
+    ran = load_config(Path(run) / "config.yaml" if Path(run).is_dir() else run)
+    changes = {k: v for k, v in changed_settings(ran, load_config(config_path, overrides)).items()
+               if show_all or not any(k == n or k.startswith(n + ".") for n in NOT_COMPUTATIONAL)}
+    for key, (before, after) in changes.items():
+        click.echo(f"{key}: {quote(before)} -> {quote(after)}")
+    sys.exit(1 if changes else 0)
+
+
 @main.command("bench")
 @config_option
 @set_option

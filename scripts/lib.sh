@@ -19,8 +19,9 @@
 #   POLL_S=2             how often (seconds) the local scheduler looks at running jobs
 #   SLURM (--sbatch): SBATCH_PARTITION, SBATCH_TIME (24:00:00), SBATCH_GPUS (1; 0 for none), SBATCH_CPUS (8), SBATCH_MEM
 #                     (32G), SBATCH_MAX_PARALLEL (tasks at once; default all), SBATCH_EXTRA (more #SBATCH lines)
-# A run whose directory holds final.json is skipped; one with last.pt is resumed, with the data root, epoch
-# budget and EXTRA_SET given now (a cluster may stage the data under a new path each time).
+# A run whose directory holds final.json is skipped if it was trained with the settings its job asks for
+# (else it is a failed job, named with what differs: acl config diff); one with last.pt is resumed, with the
+# data root, epoch budget and EXTRA_SET given now (a cluster may stage the data under a new path each time).
 set -uo pipefail  # not -e: one failed job must not stop the others
 
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -115,18 +116,36 @@ _add_job() {
     JOB_ARGS+=("$( (($#)) && printf '%q ' "$@")")  # nothing, not '' (an empty argument), when there are none
 }
 
+job_sets() {  # INDEX: SETS=(every --set of that job: data root, epochs, its grid point, DATASET, EXTRA_SET)
+    local args
+    eval "args=(${JOB_ARGS[$1]})"
+    SETS=(--set "data.root=$DATA_ROOT" --set "train.epochs=$EPOCHS" "${args[@]}" "${DATASET_SET[@]}" "${EXTRA[@]}")
+}
+
 job_command() {  # INDEX: CMD=(the acl command of that job): train, or resume where a checkpoint exists
     local i=$1
     local dir="$OUT/${JOB_NAMES[$i]}"
-    local args
-    eval "args=(${JOB_ARGS[$i]})"
-    local sets=(--set "data.root=$DATA_ROOT" --set "train.epochs=$EPOCHS" "${args[@]}" "${DATASET_SET[@]}"
-                "${EXTRA[@]}")
+    job_sets "$i"
     if [ -f "$dir/last.pt" ]; then
-        CMD=("${ACL_CMD[@]}" train --resume "$dir" "${sets[@]}")
+        CMD=("${ACL_CMD[@]}" train --resume "$dir" "${SETS[@]}")
     else
-        CMD=("${ACL_CMD[@]}" train --config "${JOB_CONFIGS[$i]}" --out "$dir" --overwrite "${sets[@]}")
+        CMD=("${ACL_CMD[@]}" train --config "${JOB_CONFIGS[$i]}" --out "$dir" --overwrite "${SETS[@]}")
     fi
+}
+
+finished_as_asked() {  # INDEX: status 0 if that job's run in OUT finished with the settings the job asks for;
+    # otherwise 1, with DIFF_TEXT saying what differs. A finished run is skipped, never retrained, so one made with
+    # other settings (another epoch budget, init, EXTRA_SET) must not pass for this job's result.
+    job_sets "$1"
+    DIFF_TEXT=$("${ACL_CMD[@]}" config diff "$OUT/${JOB_NAMES[$1]}" --config "${JOB_CONFIGS[$1]}" "${SETS[@]}" 2>&1)
+    local status=$?
+    DIFF_TEXT=$(printf '%s' "$DIFF_TEXT" | tr '\n' ';' | sed 's/;/; /g')
+    return $status
+}
+
+_finished_elsewise() {  # INDEX: the line that says a finished run differs from its job
+    local name=${JOB_NAMES[$1]}
+    echo "$name finished with other settings ($DIFF_TEXT): give another OUT_DIR, or remove $OUT/$name to train it again"
 }
 
 run_jobs() {  # what the script's mode asks for, over the jobs added
@@ -150,6 +169,7 @@ run_one() {  # INDEX: exactly that job, in the foreground (a SLURM array task); 
     local i=$1
     [ "$i" -lt "${#JOB_NAMES[@]}" ] || die "TASK_INDEX $i is out of range: this sweep has ${#JOB_NAMES[@]} jobs (0-$(( ${#JOB_NAMES[@]} - 1 )))"
     if [ -f "$OUT/${JOB_NAMES[$i]}/final.json" ]; then
+        finished_as_asked "$i" || { echo "error: $(_finished_elsewise "$i")" >&2; exit 1; }
         echo "skip ${JOB_NAMES[$i]} (finished)"
         return 0
     fi
@@ -214,8 +234,13 @@ run_local() {
         [ "$STOPPED" = 1 ] && break
         local name=${JOB_NAMES[$i]}
         if [ -f "$OUT/$name/final.json" ]; then
-            SKIPPED+=("$name")
-            echo "skip $name (finished)"
+            if finished_as_asked "$i"; then
+                SKIPPED+=("$name")
+                echo "skip $name (finished)"
+            else
+                FAILED+=("$(_finished_elsewise "$i")")
+                echo "FAILED $(_finished_elsewise "$i")" >&2
+            fi
             continue
         fi
         job_command "$i"
@@ -270,18 +295,21 @@ write_report() {  # report.md / .csv / .png of every finished run in OUT: this g
 }
 
 report_status() {  # --report: after a job array, which tasks finished, and the report
-    local missing=()
+    local missing=() elsewise=()
     for i in "${!JOB_NAMES[@]}"; do
-        if [ -f "$OUT/${JOB_NAMES[$i]}/final.json" ]; then
+        if [ ! -f "$OUT/${JOB_NAMES[$i]}/final.json" ]; then
+            missing+=("$i ${JOB_NAMES[$i]}")
+        elif finished_as_asked "$i"; then
             FINISHED+=("${JOB_NAMES[$i]}")
         else
-            missing+=("$i ${JOB_NAMES[$i]}")
+            elsewise+=("$(_finished_elsewise "$i")")
         fi
     done
     echo "sweep $OUT: ${#FINISHED[@]} of ${#JOB_NAMES[@]} finished"
     for line in "${missing[@]}"; do echo "not finished: job $line (resubmit with --array=${line%% *})" >&2; done
+    for line in "${elsewise[@]}"; do echo "not this sweep's: $line" >&2; done
     write_report
-    [ ${#missing[@]} -eq 0 ]
+    [ ${#missing[@]} -eq 0 ] && [ ${#elsewise[@]} -eq 0 ]
     exit $?
 }
 

@@ -79,6 +79,24 @@ def test_config_show_prints_the_resolved_config(cli, tmp_path):
     assert res.exit_code == 2 and res.stderr.strip() == "error: optim.lr: must be > 0, got 0.0"
 
 
+def test_config_diff_names_what_would_change_a_result(cli, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    shown = cli("config", "show", "--config", "cifar10/resnet20_csg_16_72", "--set", "data.root=/a")
+    (run / "config.yaml").write_text(shown.output)
+    same = cli("config", "diff", run, "--config", "cifar10/resnet20_csg_16_72", "--set", "data.root=/b",
+               "--set", "data.workers=7")
+    assert same.exit_code == 0 and same.output == ""  # where the data lie and how it is loaded change no result
+    shown_all = cli("config", "diff", run, "--config", "cifar10/resnet20_csg_16_72", "--set", "data.root=/b", "--all")
+    assert shown_all.exit_code == 1 and shown_all.output == "data.root: '/a' -> '/b'\n"
+    other = cli("config", "diff", run / "config.yaml", "--config", "cifar10/resnet20_csg_16_72", "--set",
+                "train.epochs=30", "--set", "optim.csg_lr_scale=2")
+    assert other.exit_code == 1
+    assert other.output.splitlines() == ["optim.csg_lr_scale: 1.0 -> 2.0", "train.epochs: 200 -> 30"]
+    missing = cli("config", "diff", tmp_path / "nothing", "--config", "cifar10/resnet20")
+    assert missing.exit_code == 2 and missing.stderr.count("\n") == 1 and "not found" in missing.stderr
+
+
 def test_exponent_floats_without_a_dot_are_numbers():
     """YAML 1.1 reads 1e-3 as a string; a config's lr is written that way more often than not."""
     from acl_cli.config import ConfigError

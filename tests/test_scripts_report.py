@@ -80,8 +80,14 @@ def test_tiny_sweep_runs_skips_and_reports(tmp_path, cli):
     assert "| resnet20_csg_16_72_flat | resnet20 | 16x16x3x3/72 flat | - | 176,698 |" in res.stdout
     assert "16x16x3x3/72 tile" in (out / "report.md").read_text()
     assert (out / "report.png").stat().st_size > 0 and (out / "report.csv").exists()
-    again = _script("compare_layouts.sh", "unused", 1, out, **env)
-    assert again.stdout.count("skip ") == 2
+    again = _script("compare_layouts.sh", "elsewhere", 1, out, **env)  # another data root: the same result
+    assert again.returncode == 0 and again.stdout.count("skip ") == 2, again.stderr
+    before = (out / "resnet20_csg_16_72_flat" / "metrics.csv").read_bytes()
+    longer = _script("compare_layouts.sh", "unused", 2, out, **env)  # not what the finished runs are
+    assert longer.returncode == 1 and "skip " not in longer.stdout
+    assert ("FAILED resnet20_csg_16_72_flat finished with other settings (train.epochs: 1 -> 2): give another "
+            "OUT_DIR, or remove") in longer.stderr, longer.stderr
+    assert (out / "resnet20_csg_16_72_flat" / "metrics.csv").read_bytes() == before
     rows = json.loads(cli("report", out / "resnet20_csg_16_72_flat", out / "resnet20_csg_16_72_tile",
                           "--format", "json").output)
     assert [r["csg"] for r in rows] == ["16x16x3x3/72 flat", "16x16x3x3/72 tile"]

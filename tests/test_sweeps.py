@@ -14,6 +14,11 @@ STAND_IN = '''
 import json, os, sys, time
 from pathlib import Path
 args = sys.argv[1:]
+if args[:2] == ["config", "diff"]:  # a finished run differs from its job where STAND_IN_DIFFERS names it
+    if Path(args[2]).name in os.environ.get("STAND_IN_DIFFERS", "").split():
+        print("train.epochs: 5 -> 6")
+        sys.exit(1)
+    sys.exit(0)
 if args[0] == "report":
     print("| stand-in report |", " ".join(Path(a).name for a in args[1:] if Path(a).is_dir()), "|")
     sys.exit(0)
@@ -153,3 +158,21 @@ def test_the_report_covers_every_finished_run_in_the_folder_not_only_this_grids(
     assert res.returncode == 0 and [c["name"] for c in calls] == ["resnet56", "resnet56_csg_12_72"]
     shown = (out / "report.md").read_text().split("|")[2].split()
     assert sorted(shown) == ["resnet20", "resnet20_csg_12_72", "resnet56", "resnet56_csg_12_72"]
+
+
+def test_a_finished_run_made_with_other_settings_is_a_failure_not_a_skip(sweep, tmp_path):
+    """Rerunning a sweep skips finished runs; one whose settings differ from its job (acl config diff) would
+    otherwise pass for this sweep's result in the report."""
+    out = tmp_path / "out"
+    res, _ = sweep("/data", 5, out)
+    assert res.returncode == 0, res.stderr
+    res, calls = sweep("/data", 5, out, STAND_IN_DIFFERS="resnet56")
+    assert res.returncode == 1 and calls == []  # nothing retrained, nothing overwritten
+    assert (f"FAILED resnet56 finished with other settings (train.epochs: 5 -> 6): give another OUT_DIR, or remove "
+            f"{out}/resnet56 to train it again") in res.stderr
+    assert "0 finished, 1 failed, 5 skipped" in res.stdout
+    index = DEPTHS.index("resnet56")
+    res, calls = sweep("/data", 5, out, STAND_IN_DIFFERS="resnet56", TASK_INDEX=str(index))  # a SLURM array task
+    assert res.returncode == 1 and calls == [] and "error: resnet56 finished with other settings" in res.stderr
+    res, _ = sweep("--report", "/data", 5, out, STAND_IN_DIFFERS="resnet56")
+    assert res.returncode == 1 and "5 of 6 finished" in res.stdout and "not this sweep's: resnet56" in res.stderr
