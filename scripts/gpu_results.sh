@@ -33,11 +33,15 @@ else
     "$PYTHON" -m zipfile -e "$ZIP" "$DATA"
 fi
 pids=()
+status=0
 CONFIGS="resnet20 resnet20_csg_16_72 resnet56 resnet56_csg_12_72" \
     timeout -s TERM "$LIMIT_S" scripts/results_cifar10.sh "$DATA" "$EPOCHS" "$RUNS/recipe" & pids+=($!)
+if [ "$DRY_RUN" = 1 ]; then  # one after the other: two printing at once would mix their command lines
+    wait "${pids[0]}" || status=1
+    pids=()
+fi
 CSG_LR_SCALE=2 CONFIGS="resnet20_csg_16_72 resnet56_csg_12_72" \
     timeout -s TERM "$LIMIT_S" scripts/results_cifar10.sh "$DATA" "$EPOCHS" "$RUNS/lr2" & pids+=($!)
-status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done  # 1: a run failed or was stopped at LIMIT_S
 if [ "$DRY_RUN" = 1 ]; then
     echo "tar -cf $OUT/runs.tar -C $RUNS recipe lr2"
