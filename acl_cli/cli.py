@@ -279,8 +279,7 @@ def config_diff(run, config_path, overrides, show_all):
     from .rundir import changed_settings
 
     ran = load_config(Path(run) / "config.yaml" if Path(run).is_dir() else run)
-    changes = {k: v for k, v in changed_settings(ran, load_config(config_path, overrides)).items()
-               if show_all or not any(k == n or k.startswith(n + ".") for n in NOT_COMPUTATIONAL)}
+    changes = changed_settings(ran, load_config(config_path, overrides), ignoring=() if show_all else NOT_COMPUTATIONAL)
     for key, (before, after) in changes.items():
         click.echo(f"{key}: {quote(before)} -> {quote(after)}")
     sys.exit(1 if changes else 0)

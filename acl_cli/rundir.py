@@ -251,11 +251,17 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 RESUMABLE = ("train.epochs", *NOT_COMPUTATIONAL, "optim.lr", "schedule", "distill.teacher", "distill.pretrained")
 
 
-def changed_settings(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
-    """``{dotted key: (old, new)}`` for every setting that differs."""
+def _under(key: str, sections: tuple[str, ...]) -> bool:
+    """Whether a dotted key is one of ``sections`` or lies inside one (``schedule`` holds ``schedule.name``)."""
+    return any(key == s or key.startswith(s + ".") for s in sections)
+
+
+def changed_settings(old: Config, new: Config, ignoring: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old, new)}`` for every setting that differs, but those under ``ignoring``."""
     a, b = flatten(old.to_dict()), flatten(new.to_dict())
     absent = object()  # a key only one side has (model.csg null on one, a mapping on the other) differs too
-    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k, absent) != b.get(k, absent)}
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys())
+            if a.get(k, absent) != b.get(k, absent) and not _under(k, ignoring)}
 
 
 def resume_config(run_dir: str | Path, overrides: tuple[str, ...] = (), allow_imports: tuple[str, ...] = ()) -> Config:
@@ -265,9 +271,10 @@ def resume_config(run_dir: str | Path, overrides: tuple[str, ...] = (), allow_im
     state = load_checkpoint(Path(run_dir) / "last.pt")
     old, new = build_config(state["config"]), build_config(apply_overrides(state["config"], overrides))
     check_import_allowed(old.model.arch, str(run_dir), allow_imports)
-    for key, (before, after) in changed_settings(old, new).items():
-        if not any(key == r or key.startswith(r + ".") for r in RESUMABLE):
-            raise ConfigError(f"--resume cannot change {key} ({quote(before)} -> {quote(after)}): the run would not "
-                              f"continue as it began; resume may change {', '.join(RESUMABLE)}.*; start a new run "
-                              "with --config for anything else")
+    refused = changed_settings(old, new, ignoring=RESUMABLE)
+    if refused:
+        key, (before, after) = next(iter(refused.items()))  # the first, in key order
+        raise ConfigError(f"--resume cannot change {key} ({quote(before)} -> {quote(after)}): the run would not "
+                          f"continue as it began; resume may change {', '.join(RESUMABLE)}.*; start a new run "
+                          "with --config for anything else")
     return new

@@ -139,7 +139,7 @@ finished_as_asked() {  # INDEX: status 0 if that job's run in OUT finished with 
     job_sets "$1"
     DIFF_TEXT=$("${ACL_CMD[@]}" config diff "$OUT/${JOB_NAMES[$1]}" --config "${JOB_CONFIGS[$1]}" "${SETS[@]}" 2>&1)
     local status=$?
-    DIFF_TEXT=$(printf '%s' "$DIFF_TEXT" | tr '\n' ';' | sed 's/;/; /g')
+    DIFF_TEXT=${DIFF_TEXT//$'\n'/; }  # one line
     return $status
 }
 
@@ -238,8 +238,10 @@ run_local() {
                 SKIPPED+=("$name")
                 echo "skip $name (finished)"
             else
-                FAILED+=("$(_finished_elsewise "$i")")
-                echo "FAILED $(_finished_elsewise "$i")" >&2
+                local line
+                line=$(_finished_elsewise "$i")
+                FAILED+=("$line")
+                echo "FAILED $line" >&2
             fi
             continue
         fi

@@ -47,10 +47,6 @@ def _variant(run: Path) -> tuple[str, float, bool]:
     return m[1], float(m[2] or 1), bool(m[3])
 
 
-def _config_name(run: Path) -> str:
-    return _variant(run)[0]
-
-
 def test_there_are_committed_runs():
     assert {p.name for p in RUNS} >= {"resnet20", "resnet20_csg_16_72"}
 
@@ -63,7 +59,8 @@ def test_a_committed_run_is_complete_lean_and_named_after_its_config(run, cli):
     state = torch.load(run / "best.pt", weights_only=True)
     assert not {"optimizer", "scheduler", "rng"} & set(state)  # lean: no optimizer state in the repository
     assert (run / "best.pt").stat().st_size < 4 << 20
-    config = ROOT / "configs" / "cifar10" / f"{_config_name(run)}.yaml"
+    config_name, csg_lr_scale, distilled = _variant(run)
+    config = ROOT / "configs" / "cifar10" / f"{config_name}.yaml"
     shown = cli("config", "show", "--config", config)
     assert shown.exit_code == 0
     import yaml
@@ -71,7 +68,6 @@ def test_a_committed_run_is_complete_lean_and_named_after_its_config(run, cli):
     ran_shown = cli("config", "show", "--config", run / "config.yaml")  # with settings added since, at defaults
     assert ran_shown.exit_code == 0, ran_shown.output
     shipped, ran = yaml.safe_load(shown.output), yaml.safe_load(ran_shown.output)
-    config_name, csg_lr_scale, distilled = _variant(run)
     shipped["optim"]["csg_lr_scale"] = csg_lr_scale  # the one change a _lr<scale> run makes to the recipe
     for section in ("optim", "schedule"):  # the authors' recipe, as the config gives it
         assert ran[section] == shipped[section], section
@@ -94,7 +90,7 @@ def test_a_committed_run_is_complete_lean_and_named_after_its_config(run, cli):
 
 @pytest.mark.parametrize("run", RUNS, ids=[p.name for p in RUNS])
 def test_a_committed_checkpoint_has_its_configs_parameter_count(run, cli):
-    res = cli("count-params", "--config", ROOT / "configs" / "cifar10" / f"{_config_name(run)}.yaml", "--format",
+    res = cli("count-params", "--config", ROOT / "configs" / "cifar10" / f"{_variant(run)[0]}.yaml", "--format",
               "json")
     assert res.exit_code == 0, res.output
     expected = json.loads(res.output)["total"]
