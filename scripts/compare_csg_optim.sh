@@ -13,13 +13,16 @@ parse_args "$@"
 read -r original csg <<< "${PAIR:-resnet20 resnet20_csg_16_72}"
 [ -n "${csg:-}" ] || die "PAIR must name two configs, the original and its CSG version, got '${PAIR:-}'"
 sets=("${RESULTS_SETS[@]}")
-[ -n "${TRAIN_SUBSET:-}" ] && sets+=(--set "data.train_subset=$TRAIN_SUBSET")
+[ -n "${TRAIN_SUBSET:-}" ] && need_int TRAIN_SUBSET "$TRAIN_SUBSET" && sets+=(--set "data.train_subset=$TRAIN_SUBSET")
+# plain in --set: a word, never cut at a " #" or read as something else
+[[ ${CSG_INIT:-scaled} =~ ^[a-z_]+$ ]] || die "CSG_INIT must name an init (authors, scaled, binary), got '${CSG_INIT:-}'"
 BASE_CONFIG=cifar10/$original add_job "$original" "${sets[@]}"
 csg_sets=("${sets[@]}" --set "model.csg.init=${CSG_INIT:-scaled}")
 BASE_CONFIG=cifar10/$csg add_job "$csg" "${csg_sets[@]}"
+number='([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?'  # two numbers: plain in --set and in the run's name
 for variant in ${VARIANTS:-0.125:4e-3}; do
     lr_scale=${variant%%:*} weight_decay=${variant##*:}
-    [[ $variant == *:* && -n $lr_scale && -n $weight_decay ]] || die "VARIANTS entries are LR_SCALE:WEIGHT_DECAY, got '$variant'"
+    [[ $variant =~ ^$number:$number$ ]] || die "VARIANTS entries are LR_SCALE:WEIGHT_DECAY, got '$variant'"
     BASE_CONFIG=cifar10/$csg add_job "${csg}_lr${lr_scale}_wd${weight_decay}" "${csg_sets[@]}" \
         --set "optim.csg_lr_scale=$lr_scale" --set "optim.csg_weight_decay=$weight_decay"
 done

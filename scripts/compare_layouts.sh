@@ -8,6 +8,7 @@ ARCH=${ARCH:-resnet56}
 for setting in ${SETTINGS:-12:72 16:128}; do
     slice=${setting%%:*}
     code=${setting##*:}
+    need_int "SETTINGS (SLICE:CODE)" "$slice" "$code"
     for layout in flat tile; do
         add_job "${ARCH}_csg_${slice}_${code}_${layout}" --set "model.arch=$ARCH" \
             --set "model.csg={slice_shape: [$slice, $slice, 3, 3], code_size: $code, layout: $layout}"

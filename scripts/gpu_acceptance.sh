@@ -9,6 +9,7 @@
 # runs just those steps (names as in OUT_DIR, without the extension), e.g. to split the run or redo one figure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/yaml_str.sh
 OUT=${1:-runs/gpu_acceptance}
 ACL=${ACL:-acl}
 read -r -a ACL_CMD <<< "$ACL"
@@ -17,7 +18,8 @@ DRY_RUN=${DRY_RUN:-0}
 ONLY=${ONLY:-}
 CFG=configs/cifar10/resnet56_csg_12_72.yaml  # the authors' recipe: batch 192
 if [ -n "${DATA_ROOT:-}" ]; then
-    DATA=(--set data.name=cifar10 --set "data.root=$DATA_ROOT" --set data.val_split=0)
+    root=$(yaml_str DATA_ROOT "$DATA_ROOT") || exit 2
+    DATA=(--set data.name=cifar10 --set "data.root=$root" --set data.val_split=0)
 else
     DATA=(--set data.name=synthetic --set data.synthetic_size=50000 --set data.preset=cifar --set data.val_split=0)
 fi
@@ -32,7 +34,7 @@ step() {  # LOG_FILE COMMAND...: run it, its output also in OUT/LOG_FILE (or onl
     fi
     if [ "$DRY_RUN" = 1 ]; then
         printf '%q ' "$@"
-        echo "> $OUT/$log"
+        printf '> %q\n' "$OUT/$log"
         return
     fi
     echo "== $log" >&2

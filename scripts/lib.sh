@@ -23,6 +23,7 @@
 # (else it is a failed job, named with what differs: acl config diff); one with last.pt is resumed, with the
 # data root, epoch budget and EXTRA_SET given now (a cluster may stage the data under a new path each time).
 set -uo pipefail  # not -e: one failed job must not stop the others
+source "$(dirname "${BASH_SOURCE[0]}")/yaml_str.sh"  # yaml_str: every path given to --set goes through it
 
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCRIPT_PATH="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
@@ -50,6 +51,13 @@ die() {  # MESSAGE: one line, exit 2
     exit 2
 }
 
+need_int() {  # WHAT VALUE...: die unless each VALUE is a positive integer (grids write them into YAML as they are)
+    local value
+    for value in "${@:2}"; do
+        case $value in ''|*[!0-9]*|0*) die "$1 must hold positive integers, got '$value'";; esac
+    done
+}
+
 parse_args() {  # [--list|--sbatch|--report] DATA_ROOT EPOCHS [OUT_DIR]
     MODE=run
     case ${1:-} in --list|--sbatch|--report) MODE=${1#--}; shift;; esac
@@ -61,6 +69,8 @@ parse_args() {  # [--list|--sbatch|--report] DATA_ROOT EPOCHS [OUT_DIR]
     DATA_ROOT=$1
     EPOCHS=$2
     OUT=${3:-runs/$(basename "$0" .sh)}
+    [ -n "$DATA_ROOT" ] || die "DATA_ROOT is empty (an unset variable?): name the data folder"
+    DATA_ROOT_YAML=$(yaml_str DATA_ROOT "$DATA_ROOT") || exit 2
     case $EPOCHS in ''|*[!0-9]*|0) die "EPOCHS must be a positive integer, got '$EPOCHS'";; esac
     if [ -n "${TASK_INDEX+set}" ]; then  # set, even to nothing: an empty index must not mean "every job"
         case $TASK_INDEX in ''|*[!0-9]*) die "TASK_INDEX must be a job index (see --list), got '$TASK_INDEX'";; esac
@@ -111,6 +121,11 @@ add_job() {  # NAME [--set k=v ...]: one grid point (once per seed with SEEDS)
 _add_job() {
     local name=$1
     shift
+    # the name is a folder in OUT: no / or .. to leave it, no leading . (the report's $OUT/*/ would miss it), and
+    # nothing YAML reads as syntax, since the grid values that make it up are also given to --set unquoted
+    case $name in
+        .*|*[!A-Za-z0-9_.:+=@-]*) die "job name '$name' (from the grid's variables) must be a folder name of letters, digits and _ . : + = @ -, not starting with .";;
+    esac
     JOB_NAMES+=("$name")
     JOB_CONFIGS+=("$(config_arg "$BASE_CONFIG")")
     JOB_ARGS+=("$( (($#)) && printf '%q ' "$@")")  # nothing, not '' (an empty argument), when there are none
@@ -119,7 +134,7 @@ _add_job() {
 job_sets() {  # INDEX: SETS=(every --set of that job: data root, epochs, its grid point, DATASET, EXTRA_SET)
     local args
     eval "args=(${JOB_ARGS[$1]})"
-    SETS=(--set "data.root=$DATA_ROOT" --set "train.epochs=$EPOCHS" "${args[@]}" "${DATASET_SET[@]}" "${EXTRA[@]}")
+    SETS=(--set "data.root=$DATA_ROOT_YAML" --set "train.epochs=$EPOCHS" "${args[@]}" "${DATASET_SET[@]}" "${EXTRA[@]}")
 }
 
 job_command() {  # INDEX: CMD=(the acl command of that job): train, or resume where a checkpoint exists
@@ -158,7 +173,7 @@ run_jobs() {  # what the script's mode asks for, over the jobs added
                 run_one "$TASK_INDEX"
             elif [ "$DRY_RUN" = 1 ]; then
                 for i in "${!JOB_NAMES[@]}"; do job_command "$i"; printf '%q ' "${CMD[@]}"; echo; done
-                echo "$ACL report $OUT/* --format markdown --plot $OUT/report.png --overwrite"
+                printf '%s report %q/* --format markdown --plot %q --overwrite\n' "$ACL" "$OUT" "$OUT/report.png"
             else
                 run_local
             fi;;

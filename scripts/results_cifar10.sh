@@ -31,7 +31,8 @@ for exp in ${CONFIGS:-resnet20 resnet20_csg_16_72}; do
         fi
         if [ -n "${DISTILL:-}" ]; then
             name+=_distill
-            sets+=(--set "distill.teacher=$(realpath -m -- "$OUT/${exp%%_csg_*}")")
+            teacher=$(yaml_str OUT_DIR "$(realpath -m -- "$OUT/${exp%%_csg_*}")") || exit 2
+            sets+=(--set "distill.teacher=$teacher")
         fi
     fi
     BASE_CONFIG=cifar10/$exp add_job "$name" "${sets[@]}"

@@ -8,6 +8,7 @@ ARCH=${ARCH:-resnet56}
 add_job "$ARCH" --set "model.arch=$ARCH"
 for slice in ${SLICES:-8 12 16}; do
     for code in ${CODE_SIZES:-36 72 128}; do
+        need_int "SLICES and CODE_SIZES" "$slice" "$code"
         add_job "${ARCH}_csg_${slice}_${code}" --set "model.arch=$ARCH" \
             --set "model.csg={slice_shape: [$slice, $slice, 3, 3], code_size: $code}"
     done
