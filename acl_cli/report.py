@@ -3,8 +3,10 @@ grouped into mean ± std, and accuracy against parameters."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
+import math
 import re
 import statistics
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 
 from .config import NOT_COMPUTATIONAL, ConfigError, build_config, flatten, load_raw, quote
 from .errors import UserError
-from .files import atomic_write, read_text
+from .files import atomic_write, check_regular, read_text
 from .rundir import check_output_file
 
 COLUMNS = ["run", "arch", "csg", "distilled", "params", "compression", "best_top1", "final_top1", "selected_on", "epochs",
@@ -23,7 +25,7 @@ def _run_record(run: Path) -> dict[str, Any]:
     """The run's ``run.json`` (splits, sessions), or {} for a run from before it or one unreadable."""
     try:
         record = json.loads(read_text(run / "run.json", what="run record"))
-    except (UserError, ValueError):
+    except (UserError, ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         return {}
     return record if isinstance(record, dict) else {}
 
@@ -42,7 +44,7 @@ def _processes(record: dict[str, Any]) -> int:
     """How many processes trained the run (its last session's), so runs of another global batch differ."""
     try:
         return int(record["sessions"][-1]["processes"])
-    except (KeyError, IndexError, TypeError, ValueError):
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError):  # OverflowError: int(1e999)
         return 1
 
 
@@ -84,6 +86,46 @@ def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / "config.yaml").is_file() and (Path(path) / "params.json").is_file()
 
 
+def _params(run: Path) -> tuple[int, float]:
+    """The parameter count and compression of params.json. A count that is no whole number in [0, 2**63) or a
+    ratio that is no finite number is an edited file: refused by name."""
+    try:
+        params = json.loads(read_text(run / "params.json"))
+        total, compression = int(params["total"]), float(params["compression"])
+        if 0 <= total < 2**63 and math.isfinite(compression):  # more is no network's, and no plot could draw it
+            return total, compression
+    except UserError:
+        raise
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):  # int(1e999), JSON nested deep
+        pass
+    raise UserError(f"{run}: params.json is not readable (cut short or edited?)")
+
+
+def _finite(value: float | None) -> float | None:
+    """``value``, or None for NaN and ±inf: they measure nothing, and neither JSON nor int() takes them."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _metrics(run: Path) -> dict[str, Any]:
+    """Epochs done, best and final val top-1, wall minutes and median img/s from metrics.csv. A value that is
+    no finite number (or a top-1 outside 0..100) shows as missing: an edited cell never breaks the report."""
+    rows, top1, wall_s, img_s = [], [], 0.0, []
+    if (run / "metrics.csv").exists():
+        text = read_text(run / "metrics.csv")
+        try:
+            rows = [r for r in csv.DictReader(io.StringIO(text, newline="")) if (r.get("epoch") or "").isdigit()]
+            top1 = [float(r["val_top1"]) for r in rows]
+            wall_s = sum(float(r["epoch_time"]) + float(r.get("eval_time") or 0) for r in rows)
+            img_s = [v for v in (float(r["img_s"]) for r in rows) if math.isfinite(v)]
+        except (ValueError, KeyError, TypeError, csv.Error):
+            raise UserError(f"{run}: metrics.csv is not readable (cut short or edited?)") from None
+    top1 = [round(v, 2) if 0 <= v <= 100 else None for v in top1]  # NaN fails both comparisons
+    seen = [v for v in top1 if v is not None]
+    median_img_s = _finite(statistics.median(img_s)) if img_s else None  # two of 1e308 average to inf
+    return {"done": len(rows), "best_top1": max(seen) if seen else None, "final_top1": top1[-1] if top1 else None,
+            "wall_min": _finite(round(wall_s / 60, 1)), "img_s": None if median_img_s is None else round(median_img_s)}
+
+
 def collect(run_dir: str | Path) -> dict[str, Any]:
     run = Path(run_dir)
     if not is_run_dir(run):
@@ -93,24 +135,12 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         if "model" not in raw:  # an empty or cut file would silently read as the defaults
             raise ConfigError(f"{run / 'config.yaml'} is empty or has no model section")
         cfg = build_config(raw)
-        params = json.loads(read_text(run / "params.json"))
-        total, compression = int(params["total"]), float(params["compression"])
     except ConfigError as e:
         raise UserError(f"{run}: {e}") from None
-    except UserError:
-        raise
-    except (ValueError, KeyError, TypeError, OSError):
-        raise UserError(f"{run}: params.json is not readable (cut short or edited?)") from None
-    try:
-        rows = []
-        if (run / "metrics.csv").exists():
-            text = read_text(run / "metrics.csv")
-            rows = [r for r in csv.DictReader(io.StringIO(text, newline="")) if (r.get("epoch") or "").isdigit()]
-        top1 = [float(r["val_top1"]) for r in rows]
-        wall_min = round(sum(float(r["epoch_time"]) + float(r.get("eval_time") or 0) for r in rows) / 60, 1)
-        img_s = round(statistics.median(float(r["img_s"]) for r in rows)) if rows else None
-    except (ValueError, KeyError, TypeError, csv.Error, UnicodeDecodeError):
-        raise UserError(f"{run}: metrics.csv is not readable (cut short or edited?)") from None
+    except (ValueError, KeyError, TypeError, OSError, RecursionError):
+        raise UserError(f"{run}: config.yaml is not readable (cut short or edited?)") from None
+    total, compression = _params(run)
+    metrics = _metrics(run)
     record = _run_record(run)
     finished = (run / "final.json").exists()
     experiment = {k: v for k, v in flatten(cfg.to_dict()).items() if k not in _NOT_THE_EXPERIMENT}
@@ -122,13 +152,13 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         "distilled": _distilled(cfg),
         "params": total,
         "compression": compression,
-        "best_top1": round(max(top1), 2) if top1 else None,
-        "final_top1": round(top1[-1], 2) if top1 else None,
+        "best_top1": metrics["best_top1"],
+        "final_top1": metrics["final_top1"],
         "selected_on": _selected_on(record, cfg),
         "status": "finished" if finished else "unfinished",
-        "epochs": f"{len(rows)}/{cfg.train.epochs}",
-        "wall_min": wall_min,
-        "img_s": img_s,
+        "epochs": f"{metrics['done']}/{cfg.train.epochs}",
+        "wall_min": metrics["wall_min"],
+        "img_s": metrics["img_s"],
         "seed": cfg.train.seed,
         # only finished runs are averaged: an unfinished one is an experiment of its own
         "experiment": json.dumps(experiment, sort_keys=True) if finished else f"unfinished:{run.resolve()}",
@@ -163,18 +193,51 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# Control characters but tab, LF and CR (an escape sequence in a name would drive the terminal), and what
+# is left of the line breaks and tab that Python or a markdown renderer splits on
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f-\x9f]")
+_LINE_BREAKS = re.compile(r"[\t\n\r\u2028\u2029]+")
+
+
+def _value(value: Any) -> Any:
+    """A cell as every format can take it: a non-finite float is missing, a string valid UTF-8 (a lone
+    surrogate from a JSON escape or an undecodable folder name becomes "?") without control characters."""
+    if isinstance(value, float):
+        return _finite(value)
+    return _CONTROL.sub(" ", value.encode("utf-8", "replace").decode()) if isinstance(value, str) else value
+
+
+def _markdown_cell(value: Any) -> str:
+    """A table cell that stays one cell: no line break, no HTML, ``|`` escaped."""
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return html.escape(_LINE_BREAKS.sub(" ", str(value)), quote=False).replace("|", "\\|")
+
+
+def _csv_cell(value: Any) -> Any:
+    """A string a spreadsheet would run as a formula (``=2+5``, ``@SUM(..)``) gets a leading quote; numbers
+    stay numbers, and "-" (none) stays as it is. A CR becomes a newline: the writer quotes a cell holding
+    that, not one holding a lone CR, which a reader would take for the row's end."""
+    if not isinstance(value, str):
+        return value
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    return "'" + value if value != "-" and value[:1] in ("=", "+", "-", "@", "\t", "\n") else value
+
+
 def _table(rows: list[dict[str, Any]], columns: list[str], fmt: str) -> str:
+    cells = [{c: _value(r[c]) for c in columns} for r in rows]
     if fmt == "json":
-        return json.dumps([{c: r[c] for c in columns} for r in rows], indent=2)
+        return json.dumps(cells, indent=2, allow_nan=False)
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({c: _csv_cell(v) for c, v in row.items()} for row in cells)
         return buf.getvalue().rstrip("\n")
-    cell = lambda v: "-" if v is None else (f"{v:,}" if isinstance(v, int) else str(v))  # noqa: E731
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(_markdown_cell(row[c]) for c in columns) + " |" for row in cells]
     return "\n".join(lines)
 
 
@@ -210,6 +273,8 @@ def check_plot_path(path: str | Path, overwrite: bool) -> None:
                         f"{', '.join('.' + f for f in PLOT_FORMATS[:4])}, ...")
     if not path.parent.is_dir():
         raise UserError(f"--plot {path}: the folder {path.parent} does not exist")
+    if path.exists() and not path.is_symlink() and not path.is_dir():  # those two have their own message
+        check_regular(path, "--plot")  # a FIFO or device is never replaced, --overwrite or not
     check_output_file(path, overwrite)  # never a folder, a link, or a run's own file; an existing one only with --overwrite
 
 
@@ -232,8 +297,9 @@ def plot(rows: list[dict[str, Any]], path: str | Path, overwrite: bool = False) 
                     yerr=[g["best_top1_std"] or 0.0 for g in pts], fmt="o" if csg else "s", capsize=3,
                     label="CSG" if csg else "original")
         for g in pts:
-            label = g["group"] + (f" (n={g['n']})" if g["n"] > 1 else "")
-            ax.annotate(label, (g["params"], g["best_top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            label = _value(g["group"]) + (f" (n={g['n']})" if g["n"] > 1 else "")
+            ax.annotate(label, (g["params"], g["best_top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points",
+                        parse_math=False, usetex=False)  # a run named lr$\frac$ is a name, not TeX
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("best validation top-1 (%)")
