@@ -7,6 +7,7 @@ and crops an uninterrupted run would, whatever the number of loader workers.
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from torchvision.transforms import v2
 
 from .config import DataConfig, quote
 from .errors import UserError
+from .files import check_regular
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the authors' values
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -127,12 +129,30 @@ def _image_header(path: str) -> tuple[str | None, tuple[int, int] | None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's own warnings would add lines to our one-line error
-            with Image.open(path) as image:
+            with open_image_file(path) as f, Image.open(f) as image:
                 return None, image.size
     except UnidentifiedImageError:
         return "not an image PIL can read", None
     except (OSError, SyntaxError, ValueError) as e:
         return (str(e).splitlines()[0] if str(e) else type(e).__name__), None
+
+
+def open_image_file(path: str):
+    """``path`` opened for reading if it is a regular file, else a one-line error. Opened non-blocking and
+    checked on the descriptor: a file swapped for a FIFO after the listing cannot block a loader forever."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        refuse_image(path)
+    return os.fdopen(fd, "rb")
+
+
+def refuse_image(path: str) -> None:
+    """The one-line error for an image path that is not a regular file (links followed)."""
+    if os.path.islink(path) and not os.path.exists(path):
+        raise UserError(f"image {path} is a broken link (to {os.readlink(path)})")
+    check_regular(path, "image")  # says what it is: a FIFO, a device, a socket
+    raise UserError(f"image {path} is not a regular file")  # it was one a moment ago
 
 
 def load_image(path: str):
@@ -143,7 +163,7 @@ def load_image(path: str):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with open(path, "rb") as f:
+            with open_image_file(path) as f:
                 return _to_rgb(Image.open(f), path)
     except (OSError, SyntaxError, ValueError) as e:
         raise UserError(f"cannot read image {path}: {_image_header(path)[0] or str(e).splitlines()[0]}") from None
@@ -203,9 +223,86 @@ def check_split_images(splits: "DataSplits", cfg: DataConfig) -> None:
                      one_size=not resizes and not padding)
 
 
+FolderId = tuple[int, int]  # (st_dev, st_ino): one folder, whatever the links that lead to it
+
+
+def _folder_id(entry: os.DirEntry | str) -> FolderId:
+    st = entry.stat() if isinstance(entry, os.DirEntry) else os.stat(entry)
+    return st.st_dev, st.st_ino
+
+
+def _scan_folder(folder: str) -> tuple[list[str], list[tuple[str, FolderId]]]:
+    """The image file names in ``folder``, sorted, and its subfolders (links followed). Costs no stat per
+    file but the one a link needs; an image-named entry that is not a regular file is an error."""
+    names, below = [], []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    is_dir, is_file = entry.is_dir(), entry.is_file()
+                except OSError:  # a link in a loop of links: os.walk takes it for a file
+                    is_dir, is_file = False, False
+                if is_dir:
+                    below.append((entry.path, _folder_id(entry)))
+                elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                    if not is_file:
+                        refuse_image(entry.path)
+                    names.append(entry.name)
+    except OSError as e:
+        raise UserError(f"cannot list the image folder {folder}: {e.strerror or e}") from None
+    return sorted(names), below
+
+
+def _list_tree(top: str, seen: dict[FolderId, str], above_top: tuple[FolderId, ...]) -> list[tuple[str, list[str]]]:
+    """(folder, its image file names) for ``top`` and every folder under it. Each folder is listed once
+    (``seen``, shared by a split's classes): a link back to a folder above it (a loop: three ``ln -s .``
+    would make 3^40 paths) or a second way to a listed folder (its images would count twice) is an error."""
+    listed, stack = [], [(top, _folder_id(top), above_top)]
+    while stack:  # a stack, not recursion: a deep tree cannot overflow Python's
+        folder, folder_id, above = stack.pop()
+        if folder_id in above:
+            raise UserError(f"{folder} leads back to {seen[folder_id]}, a folder that holds it: a loop of "
+                            "folder links (acl follows links to folders but lists each folder once)")
+        if folder_id in seen:
+            raise UserError(f"{folder} and {seen[folder_id]} are one folder (through a link): its images "
+                            "would count twice")
+        seen[folder_id] = folder
+        names, below = _scan_folder(folder)
+        listed.append((folder, names))
+        stack += [(path, sub_id, above + (folder_id,)) for path, sub_id in below]
+    return listed
+
+
+def list_images(root: str, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """(path, class index) of every image file under ``root/<class>/``, the files torchvision's ImageFolder
+    lists in its order (a run's sample fingerprint stays the same), without its hangs: links to folders
+    are followed (``train/cat -> /big/disk/cats``) but never around a loop, and an image-named FIFO, device
+    or socket is refused by name (opening a FIFO blocks forever)."""
+    root_id = _folder_id(root)
+    seen, samples = {root_id: root}, []
+    for name in sorted(class_to_idx):
+        for folder, names in sorted(_list_tree(os.path.join(root, name), seen, (root_id,))):
+            samples += [(os.path.join(folder, n), class_to_idx[name]) for n in names]
+    return samples
+
+
+class _ImageFolder(datasets.ImageFolder):
+    """torchvision's ImageFolder listed by :func:`list_images` (its own uses os.walk(followlinks=True))."""
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        samples = list_images(str(directory), class_to_idx)
+        found = {label for _, label in samples}
+        empty = [c for c in sorted(class_to_idx) if class_to_idx[c] not in found]
+        if empty and not allow_empty:  # torchvision's words
+            raise FileNotFoundError(f"Found no valid file for the classes {', '.join(empty)}. "
+                                    f"Supported extensions are: {', '.join(IMAGE_EXTENSIONS)}")
+        return samples
+
+
 def _image_folder(root: Path, what: str) -> datasets.ImageFolder:
     try:
-        return datasets.ImageFolder(str(root), loader=load_image)
+        return _ImageFolder(str(root), loader=load_image)
     except (FileNotFoundError, OSError) as e:
         raise UserError(f"cannot read the {what} image folder {root}: {e}".split("\n")[0]) from None
 
@@ -220,14 +317,21 @@ class RawSplits:
     names: dict[str, str]  # what each split is, for every line that reports on one
 
 
-def _first_image_side(root: Path) -> int | None:
-    for path in sorted(root.rglob("*")):
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
-            problem, size = _image_header(str(path))
-            if problem:
-                raise UserError(f"cannot read image {path}: {problem}")
-            return max(size)
-    return None
+def _image_side(path: str) -> int:
+    problem, size = _image_header(path)
+    if problem:
+        raise UserError(f"cannot read image {path}: {problem}")
+    return max(size)
+
+
+def _first_image_side(folder: Path) -> int | None:
+    """The longer side of the first image an image-folder split lists, or None if it has none."""
+    try:
+        _, class_to_idx = datasets.folder.find_classes(str(folder))
+    except OSError:  # no class folder: building the split says so
+        return None
+    samples = list_images(str(folder), class_to_idx)
+    return _image_side(samples[0][0]) if samples else None
 
 
 def load_raw_splits(cfg: DataConfig, num_classes: int) -> RawSplits:
@@ -260,8 +364,8 @@ def load_raw_splits(cfg: DataConfig, num_classes: int) -> RawSplits:
     if name == "imagenet":
         preset = "imagenet"
     else:  # small images (CIFAR-like folders) get the CIFAR recipe
-        side = _first_image_side(folders[first])
-        preset = "cifar" if side is not None and side <= 64 else "imagenet"
+        side = _image_side(sets[first].samples[0][0])  # ImageFolder refuses a class without images
+        preset = "cifar" if side <= 64 else "imagenet"
     return RawSplits(sets.get("train"), sets.get("val"), sets.get("test"), preset, list(sets[first].classes),
                      {s: f"{path}/" for s, path in folders.items()})
 
