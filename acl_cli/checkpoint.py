@@ -71,20 +71,31 @@ def torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load an acl checkpoint (a file, or a run directory: its best.pt, else last.pt) without running code."""
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The file a checkpoint argument reads: the file itself, or a run directory's best.pt, else last.pt."""
     path = Path(path)
     if path.is_dir():
         found = next((path / n for n in ("best.pt", "last.pt") if (path / n).exists()), None)
         if found is None:
             raise UserError(f"no checkpoint in {path} (looked for best.pt and last.pt)")
-        path = found
+        return found
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load an acl checkpoint (a file, or a run directory: its best.pt, else last.pt) without running code."""
+    path = checkpoint_file(path)
     if not path.exists() and not path.is_symlink():
         raise UserError(f"checkpoint not found: {path}")
     state = torch_load(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not an acl checkpoint (no '{FORMAT}' marker); "
                         "files from the authors' code need converting first")
+    config, weights = state.get("config"), state.get("model")
+    if not isinstance(config, dict) or not isinstance(weights, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+        what = "config" if not isinstance(config, dict) else "weights"
+        raise UserError(f"{path} is not a complete acl checkpoint (its {what} is missing or not what acl writes)")
     return state
 
 

@@ -67,7 +67,7 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALU
 allow_import_option = click.option(
     "--allow-import", "allow_imports", multiple=True, metavar="MODULE",
     help="Let a checkpoint or run whose model.arch is MODULE:factory import MODULE (its code runs); repeatable.")
-config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+config_option = click.option("--config", "config_path", type=click.Path(),  # a folder: resolve_config_path says
                              help="YAML experiment config: a file, or a shipped config's name (acl config list).")
 
 
@@ -127,13 +127,11 @@ def count_params(config_path, overrides, arch, num_classes, slice_shape, code_si
 
 
 def _config_source(config_path: str) -> str:
-    """Which file ``--config`` read: the file given, or the shipped config a name stands for."""
-    from pathlib import Path
-
-    from .config import resolve_config_path
+    """Which file ``--config`` read: a file of the user's, or the shipped config a name stands for."""
+    from .config import is_shipped, resolve_config_path
 
     path = resolve_config_path(config_path)
-    return str(path) if Path(config_path) == path else f"{path} (the shipped config {config_path})"
+    return f"{path} (the shipped config {config_path})" if is_shipped(path) else str(path)
 
 
 def _run_dir_default(config_path: str | None) -> str:
@@ -275,14 +273,32 @@ def config_diff(run, config_path, overrides, show_all):
     """
     from pathlib import Path
 
-    from .config import NOT_COMPUTATIONAL, quote
-    from .rundir import changed_settings
+    from .config import NOT_COMPUTATIONAL
+    from .rundir import changed_settings, shown
 
-    ran = load_config(Path(run) / "config.yaml" if Path(run).is_dir() else run)
-    changes = changed_settings(ran, load_config(config_path, overrides), ignoring=() if show_all else NOT_COMPUTATIONAL)
+    try:  # exit 1 means "settings differ" to the sweeps: every failure here is 2
+        ran = _resolved(load_config(Path(run) / "config.yaml" if Path(run).is_dir() else run))
+        changes = changed_settings(ran, _resolved(load_config(config_path, overrides)),
+                                   ignoring=() if show_all else NOT_COMPUTATIONAL)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"config diff: {type(e).__name__}: {one_line(e)}") from None
     for key, (before, after) in changes.items():
-        click.echo(f"{key}: {quote(before)} -> {quote(after)}")
+        click.echo(f"{key}: {shown(before, 300)} -> {shown(after, 300)}")  # paths whole: they differ at the end
     sys.exit(1 if changes else 0)
+
+
+def _resolved(cfg):
+    """A config as ``acl train`` would record it: paths absolute, ``num_classes`` filled in from the arch
+    (never by importing a factory module a run folder names)."""
+    from .config import absolute_paths
+    from .models import resolve_model_config
+    from .models.external import factory_module
+
+    if factory_module(cfg.model.arch) is None:
+        resolve_model_config(cfg.model)
+    return absolute_paths(cfg)
 
 
 @main.command("bench")

@@ -41,7 +41,10 @@ _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 def quote(value: Any, limit: int = 60) -> str:
     """``repr(value)`` cut to ``limit`` characters: an error message never echoes a huge value."""
-    text = repr(value)
+    return cut(repr(value), limit)
+
+
+def cut(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -306,6 +309,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         raise ConfigError(f"{path}: {quote(value)} is out of range")
     if tp is float and not math.isfinite(value):
         raise ConfigError(f"{path}: must be a finite number, got {value}")
+    if tp is str and "\0" in value:  # no path, name or setting holds one; the OS would refuse it later, unclearly
+        raise ConfigError(f"{path}: a NUL byte is not allowed, got {quote(value)}")
     return float(value) if tp is float else value
 
 
@@ -434,6 +439,13 @@ def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def lookup(tree: Any, key: str) -> Any:
+    """``tree["model"]["arch"]`` for ``"model.arch"``; None where a level is missing or not a mapping."""
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
 def _merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():
@@ -470,21 +482,34 @@ def describe(path: Path) -> str:
 
 
 def resolve_config_path(path: str | os.PathLike) -> Path:
-    """A config file: ``path`` itself when something exists there (a file in the working directory always
-    wins), else the shipped config of that name (``quickstart``, ``cifar10/resnet56_csg_12_72``)."""
+    """A config file: ``path`` itself when a file is there (a file in the working directory always wins),
+    else the shipped config of that name (``quickstart``, ``cifar10/resnet56_csg_12_72``). A folder is not a
+    config: a sweep's output folder ``cifar10/resnet20`` does not hide the shipped config of that name."""
     candidate = Path(path)
-    if candidate.exists() or candidate.is_symlink():
-        return candidate
-    if candidate.suffix != ".yaml" and candidate.with_name(candidate.name + ".yaml").is_file():
-        return candidate.with_name(candidate.name + ".yaml")  # your quickstart.yaml over the shipped quickstart
+    try:
+        if candidate.is_symlink() or (candidate.exists() and not candidate.is_dir()):
+            return candidate
+        yaml_file = candidate.with_name(candidate.name + ".yaml")
+        if candidate.suffix != ".yaml" and yaml_file.is_file():
+            return yaml_file  # your quickstart.yaml over the shipped quickstart
+    except (OSError, ValueError) as e:  # a name too long for the filesystem, a NUL byte
+        raise ConfigError(f"--config {cut(str(path))}: not a usable file name ({getattr(e, 'strerror', None) or e})"
+                          ) from None
     name = str(path).removesuffix(".yaml").removeprefix("configs/")
     shipped = shipped_configs()
     if name in shipped:
         return shipped[name]
+    if candidate.is_dir():
+        raise ConfigError(f"{cut(str(path))} is a directory, not a config file (nor a shipped config's name)")
     close = difflib.get_close_matches(name, list(shipped), n=3, cutoff=0.6)
     hint = (f"; closest shipped configs: {', '.join(close)}" if close else
             "; acl config list shows the shipped ones" if shipped else "")
-    raise ConfigError(f"config file not found: {str(path)[:200]} (no such file, nor a shipped config){hint}")
+    raise ConfigError(f"config file not found: {cut(str(path))} (no such file, nor a shipped config){hint}")
+
+
+def is_shipped(path: Path) -> bool:
+    """Whether ``path`` is one of the configs that ship with acl."""
+    return path.resolve().is_relative_to(shipped_configs_dir().resolve())
 
 
 def load_raw(path: str | os.PathLike, _seen: tuple = ()) -> dict:
@@ -497,8 +522,8 @@ def load_raw(path: str | os.PathLike, _seen: tuple = ()) -> dict:
     base = data.pop("base", None)
     if base is None:
         return data
-    if not isinstance(base, str):
-        raise ConfigError(f"{path}: 'base' must be a path string, got {quote(base)}")
+    if not isinstance(base, str) or "\0" in base or not base.strip():
+        raise ConfigError(f"{path}: 'base' must be a file name or a shipped config's name, got {quote(base)}")
     base_path = path.parent / base
     if not base_path.exists() and not Path(base).is_absolute() and base.removesuffix(".yaml") in shipped_configs():
         base_path = shipped_configs()[base.removesuffix(".yaml")]
@@ -536,6 +561,17 @@ def build_config(data: dict) -> Config:
     cfg = from_dict(Config, data)
     if cfg.data.name == "digits" and cfg.data.val_split == 0:
         raise ConfigError("data.val_split: digits has no held-out split; set a fraction such as 0.2")
+    return cfg
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """The data root and the teacher's files as absolute paths, in place: a run stores them so (eval and
+    resume from another directory read the same files), and ``config diff`` compares them so."""
+    cfg.data.root = os.path.abspath(cfg.data.root)
+    if cfg.distill is not None:
+        for key in ("teacher", "pretrained"):
+            if getattr(cfg.distill, key) is not None:
+                setattr(cfg.distill, key, os.path.abspath(getattr(cfg.distill, key)))
     return cfg
 
 

@@ -56,7 +56,7 @@ def load_teacher(cfg: Config, student_run_dir: Path | None = None, allow_imports
         path = Path(d.teacher)
         if not path.exists():
             raise UserError(f"distill.teacher: {path} does not exist (an acl checkpoint or run folder)")
-        folder = _teacher_run_dir(path)
+        folder = _teacher_run_dir(path.resolve())  # a link to a run's best.pt: the lock is in the run's folder
         if student_run_dir is not None and folder.resolve() == Path(student_run_dir).resolve():
             raise UserError(f"distill.teacher: {path} is the run being trained; a teacher is another, finished run")
         holder = lock_holder(folder)

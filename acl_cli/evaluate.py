@@ -56,8 +56,9 @@ def load_model(path: str | Path, overrides: tuple[str, ...] = (),
     module named by the checkpoint (not by ``overrides``) is imported only if ``allow_imports`` lists it."""
     state = load_checkpoint(path)
     cfg = build_config(apply_overrides(state["config"], overrides))
-    if cfg.model.arch == (state["config"].get("model") or {}).get("arch"):
-        check_import_allowed(cfg.model.arch, str(path), allow_imports)
+    # only the network itself is built here (a distilled run's teacher is not)
+    check_import_allowed({"model": state["config"].get("model")}, {"model": cfg.to_dict()["model"]}, str(path),
+                         allow_imports)
     model = build_model(cfg, pretrained=False)
     load_weights(model, state["model"], str(path))
     return model.eval(), cfg, state

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from .checkpoint import save_checkpoint
-from .files import atomic_write
+from .checkpoint import checkpoint_file, save_checkpoint
+from .files import atomic_path, atomic_write
 from .csg import GeneratedConv2d, materialize
 from .data import input_side
 from .evaluate import load_model
@@ -59,8 +59,7 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "state_dict", com
            fp16: bool = False, overwrite: bool = False, allow_imports: tuple[str, ...] = ()) -> dict[str, Any]:
     """Write ``out``; returns what was written (format, bytes, params)."""
     out = Path(out)
-    source = Path(checkpoint)
-    check_output_file(out, overwrite, reads=source if source.is_file() else None)
+    check_output_file(out, overwrite, reads=checkpoint_file(checkpoint))
     model, cfg, state = load_model(checkpoint, allow_imports=allow_imports)
     try:
         with _quiet_tracing():
@@ -100,15 +99,12 @@ def _write(model, cfg, state, out: Path, fmt: str, compact: bool, fp16: bool) ->
             import onnx  # noqa: F401
         except ImportError:
             raise UserError("ONNX export needs the onnx package: pip install onnx onnxscript") from None
-        tmp = out.with_name(f".{out.name}.tmp")
         try:
-            torch.onnx.export(plain, (x,), str(tmp), input_names=["images"], output_names=["logits"],
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=False)
-            tmp.replace(out)
+            with atomic_path(out) as tmp:
+                torch.onnx.export(plain, (x,), str(tmp), input_names=["images"], output_names=["logits"],
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=False)
         except ImportError as e:
             raise UserError(f"ONNX export needs {e.name}: pip install onnx onnxscript") from None
-        finally:
-            tmp.unlink(missing_ok=True)
     else:
         raise UserError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
     return {"format": fmt, "bytes": out.stat().st_size, "input": f"(batch, {', '.join(map(str, shape))})",

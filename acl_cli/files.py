@@ -6,18 +6,22 @@ the new one and a symbolic link at the destination is replaced, never written th
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any, Iterator
 
 from .errors import UserError
 
 MAX_TEXT_BYTES = 16 << 20  # run.json, metrics.csv, params.json: a long run's are a few hundred KB
 
 
-def _kind(mode: int) -> str:
+def describe_kind(mode: int) -> str:
     return ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
             "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else
             "not a regular file")
@@ -33,7 +37,7 @@ def check_regular(path: str | os.PathLike, what: str = "") -> os.stat_result:
     except OSError as e:
         raise UserError(f"cannot read {label}: {e.strerror or e}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise UserError(f"{label} is {_kind(st.st_mode)}, not a regular file")
+        raise UserError(f"{label} is {describe_kind(st.st_mode)}, not a regular file")
     return st
 
 
@@ -49,7 +53,7 @@ def read_bytes(path: str | os.PathLike, limit: int, what: str = "") -> bytes:
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise UserError(f"{label} is {_kind(st.st_mode)}, not a regular file")
+            raise UserError(f"{label} is {describe_kind(st.st_mode)}, not a regular file")
         if st.st_size > limit:
             raise UserError(f"{label}: {st.st_size:,} bytes is too large (at most {limit:,})")
         data = f.read(limit + 1)
@@ -65,23 +69,72 @@ def read_text(path: str | os.PathLike, limit: int = MAX_TEXT_BYTES, what: str = 
         raise UserError(f"{f'{what} {path}'.strip()} is not a UTF-8 text file") from None
 
 
+def read_json(path: str | os.PathLike, what: str = "") -> Any:
+    """A JSON file of at most ``MAX_TEXT_BYTES`` as plain data; anything else (not JSON, nested thousands
+    deep) is one line naming the file."""
+    label = f"{what} {path}".strip()
+    text = read_text(path, what=what)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UserError(f"{label}: JSON nested too deeply") from None
+    except ValueError:
+        raise UserError(f"{label} is not valid JSON") from None
+
+
 def _umask() -> int:
     mask = os.umask(0)  # the only way to read it is to set it
     os.umask(mask)
     return mask
 
 
+# acl's temp files: ``.NAME.XXXXXXXX.tmp``, mkstemp's eight random characters; cleanup removes these only
+TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def temp_target(name: str) -> str | None:
+    """The file an acl temp file named ``name`` was to become, or None if acl did not make ``name``."""
+    match = TEMP_NAME.fullmatch(name)
+    return match.group("target") if match else None
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A fresh temp file beside ``path``, created exclusively under an unpredictable name (a planted link or
+    file is never written through), with the permissions a plain open would give."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600
+    return fd, tmp
+
+
 def atomic_write(path: Path, write) -> None:
     """Write through a temp file in the same folder, fsync, then rename: a reader never sees half a file,
     and a link at ``path`` is replaced by the file, never followed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_beside(path)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open would honour the umask
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """:func:`atomic_write` for writers that take a file name (the ONNX exporter): the temp file's path,
+    renamed over ``path`` when the block ends, removed if it fails."""
+    fd, tmp = _temp_beside(path)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -111,5 +164,5 @@ def open_regular_no_follow(path: Path, what: str) -> int:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise UserError(f"{what} {path} is {_kind(mode)}, not a regular file; remove it")
+        raise UserError(f"{what} {path} is {describe_kind(mode)}, not a regular file; remove it")
     return fd

@@ -113,7 +113,7 @@ def report_for_config(model_cfg, model: nn.Module | None = None) -> ParamReport:
     """The report for a ``ModelConfig``; builds the models on the meta device (no memory, no init cost)."""
     from .models import create_model
 
-    from .errors import UserError
+    from .errors import UserError, one_line
 
     csg = None if model_cfg.csg is None else asdict(model_cfg.csg)
 
@@ -130,7 +130,10 @@ def report_for_config(model_cfg, model: nn.Module | None = None) -> ParamReport:
     try:
         built, original = build("meta")
     except (NotImplementedError, RuntimeError):  # a builder that reads tensors it made (torchvision's RegNet)
-        built, original = build("cpu")
+        try:
+            built, original = build("cpu")
+        except (RuntimeError, OverflowError, MemoryError) as e:  # a code_size or num_classes too large to allocate
+            raise UserError(f"model: cannot build {model_cfg.arch} with these settings: {one_line(e, 160)}") from None
     return parameter_report(built, original, model_cfg.arch, csg)
 
 

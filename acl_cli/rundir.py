@@ -12,8 +12,8 @@ a stale lock. A resume may change only what does not alter the run it continues 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import load_checkpoint
-from .config import NOT_COMPUTATIONAL, Config, ConfigError, apply_overrides, build_config, flatten, quote
+from .config import (NOT_COMPUTATIONAL, Config, ConfigError, apply_overrides, build_config, flatten, lookup,
+                     quote)
 from .errors import UserError
-from .files import open_regular_no_follow, read_text
+from .files import describe_kind, open_regular_no_follow, read_json, temp_target
 from .models.external import check_import_allowed
 
 LOCK = ".lock"
@@ -33,7 +34,9 @@ RUN_ENTRIES = frozenset({"config.yaml", "params.json", "metrics.csv", "final.jso
 
 
 def _is_temp(name: str) -> bool:
-    return name.startswith(".") and name.endswith(".tmp")  # an atomic write cut short (checkpoint.atomic_write)
+    """An atomic write of one of the run's files, cut short (files.atomic_write's exact names): a user's
+    ``.notes.tmp`` is not one, and is never removed."""
+    return temp_target(name) in RUN_ENTRIES
 
 
 def foreign_entries(run_dir: Path) -> list[str]:
@@ -58,10 +61,10 @@ def _protected(path: Path) -> str | None:
 def is_acl_run(run_dir: Path) -> bool:
     """Whether acl made ``run_dir``: its run record reads as one, or one of its checkpoints loads."""
     try:
-        record = json.loads(read_text(run_dir / RECORD, what="run record"))
+        record = read_json(run_dir / RECORD, what="run record")
         if isinstance(record, dict) and isinstance(record.get("sessions"), list):
             return True
-    except (UserError, ValueError):
+    except UserError:
         pass
     for name in ("last.pt", "best.pt"):
         if (run_dir / name).is_file():
@@ -161,8 +164,9 @@ def remove_if_only_lock(run_dir: Path) -> None:
 
 
 def remove_stale_temps(run_dir: Path) -> None:
-    for stale in run_dir.glob(".*.tmp"):  # left by a process killed while writing
-        stale.unlink()
+    for stale in run_dir.iterdir():  # left by a process killed while writing
+        if _is_temp(stale.name):
+            stale.unlink()
 
 
 class RunLock:
@@ -176,6 +180,7 @@ class RunLock:
         # never through a link (a .lock pointing at a user's file would be truncated), never a FIFO or folder
         f = os.fdopen(open_regular_no_follow(self.path, "the run's lock file"), "r+")
         try:
+            self._check_ours(f)
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
@@ -183,12 +188,27 @@ class RunLock:
             f.close()
             raise UserError(f"{self.path.parent} is in use by another acl process (pid {holder}); wait for it to "
                             "end or stop it first") from None
+        except BaseException:
+            f.close()
+            raise
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\n")
         f.flush()
         self.file = f
         return self
+
+    def _check_ours(self, f) -> None:
+        """Truncate only a lock acl made: one link (a hard link to a user's file has two) holding a pid or
+        nothing. Checked on the open descriptor, before anything is written."""
+        st = os.fstat(f.fileno())
+        if st.st_nlink > 1:
+            raise UserError(f"refusing to use {self.path}: it is a hard link ({st.st_nlink} names for one file, so "
+                            "writing the lock would change another file); remove it")
+        text = f.read(65)
+        if not re.fullmatch(r"\d{0,20}\n?", text):
+            raise UserError(f"refusing to use {self.path}: it holds something other than an acl process id (acl "
+                            "did not write it); move it away")
 
     def __exit__(self, *exc) -> None:
         if self.file is not None:
@@ -214,19 +234,34 @@ def lock_holder(run_dir: Path) -> str | None:
 
 
 def check_output_file(out: Path, overwrite: bool, reads: Path | None = None) -> None:
-    """Refuse (changing nothing) to write ``out`` unless it is new, or an ordinary file ``--overwrite`` may
-    replace: never a directory, a symbolic link, the file being read, or a file of an acl run directory."""
+    """Refuse (changing nothing) to write ``out`` unless it is new, or a regular file ``--overwrite`` may
+    replace: never a directory, a link, a FIFO or device, the file being read, or a file of an acl run."""
     if out.is_symlink():
         raise UserError(f"refusing to write {out}: it is a symbolic link; give the file it points to")
     if out.is_dir():
         raise UserError(f"{out} is a directory; --out names the file to write")
-    if reads is not None and out.exists() and reads.exists() and out.resolve() == reads.resolve():
+    exists = out.exists()
+    if exists and not stat.S_ISREG(out.stat().st_mode):
+        raise UserError(f"refusing to write {out}: it is {describe_kind(out.stat().st_mode)}, and acl replaces only a "
+                        "regular file; give another path")
+    if reads is not None and exists and reads.exists() and out.resolve() == reads.resolve():
         raise UserError(f"refusing to write {out}: it would replace the checkpoint it reads")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; choose another --out or add --overwrite")
+    run = _run_holding(out)
+    if run is not None:
+        raise UserError(f"refusing to write {out}: it is a file of the acl run directory {run}; give a path "
+                        "outside it")
+    if exists and not overwrite:
+        raise UserError(f"{out} already exists; give another path or add --overwrite")
+
+
+def _run_holding(out: Path) -> Path | None:
+    """The acl run ``out`` would be a file of (one of the names a run writes, or anything under its tb/)."""
     parent = out.parent
-    if out.name in RUN_ENTRIES and (parent / "config.yaml").is_file() and (parent / "last.pt").is_file():
-        raise UserError(f"refusing to write {out}: it is a file of the acl run directory {parent}")
+    if out.name in RUN_ENTRIES and parent.is_dir() and is_acl_run(parent):
+        return parent
+    if parent.name == "tb" and parent.parent.is_dir() and is_acl_run(parent.parent):
+        return parent.parent
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -257,11 +292,34 @@ def _under(key: str, sections: tuple[str, ...]) -> bool:
 
 
 def changed_settings(old: Config, new: Config, ignoring: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
-    """``{dotted key: (old, new)}`` for every setting that differs, but those under ``ignoring``."""
-    a, b = flatten(old.to_dict()), flatten(new.to_dict())
-    absent = object()  # a key only one side has (model.csg null on one, a mapping on the other) differs too
-    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys())
-            if a.get(k, absent) != b.get(k, absent) and not _under(k, ignoring)}
+    """``{dotted key: (old, new)}`` for every setting that differs, but those under ``ignoring``. A block
+    that is null on one side (``model.csg``, ``distill``) is one change of the whole block, not one per key."""
+    a_tree, b_tree = old.to_dict(), new.to_dict()
+    a, b = flatten(a_tree), flatten(b_tree)
+    changes: dict[str, tuple[Any, Any]] = {}
+    for leaf in sorted(a.keys() | b.keys()):
+        key = _null_block(leaf, a, b) or leaf
+        if key in changes or _under(key, ignoring):
+            continue
+        before, after = lookup(a_tree, key), lookup(b_tree, key)
+        if before != after:
+            changes[key] = (before, after)
+    return changes
+
+
+def _null_block(leaf: str, a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """The outermost section above (or at) ``leaf`` that one side has as null, if any."""
+    parts = leaf.split(".")
+    for n in range(1, len(parts) + 1):
+        section = ".".join(parts[:n])
+        if (section in a and a[section] is None) != (section in b and b[section] is None):
+            return section
+    return None
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A setting's value in a one-line message: ``null``, ``{…}`` for a whole block, else its quoted repr."""
+    return "null" if value is None else "{…}" if isinstance(value, dict) else quote(value, limit)
 
 
 def resume_config(run_dir: str | Path, overrides: tuple[str, ...] = (), allow_imports: tuple[str, ...] = ()) -> Config:
@@ -270,11 +328,11 @@ def resume_config(run_dir: str | Path, overrides: tuple[str, ...] = (), allow_im
     check_run_dir(Path(run_dir), resume=True, overwrite=False)
     state = load_checkpoint(Path(run_dir) / "last.pt")
     old, new = build_config(state["config"]), build_config(apply_overrides(state["config"], overrides))
-    check_import_allowed(old.model.arch, str(run_dir), allow_imports)
+    check_import_allowed(state["config"], new.to_dict(), str(run_dir), allow_imports)
     refused = changed_settings(old, new, ignoring=RESUMABLE)
     if refused:
         key, (before, after) = next(iter(refused.items()))  # the first, in key order
-        raise ConfigError(f"--resume cannot change {key} ({quote(before)} -> {quote(after)}): the run would not "
+        raise ConfigError(f"--resume cannot change {key} ({shown(before)} -> {shown(after)}): the run would not "
                           f"continue as it began; resume may change {', '.join(RESUMABLE)}.*; start a new run "
                           "with --config for anything else")
     return new

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import shlex
 import signal
 import sys
@@ -27,14 +26,14 @@ from tqdm import tqdm
 from . import distributed, interrupts, rundir
 from .csg import kept_plain_summary
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import Config, build_config
+from .config import Config, absolute_paths, build_config
 from .data import (DeviceLoader, build_splits, check_classes, check_split_images, eval_loader, sample_fingerprint,
                    train_loader)
 from .device import autocast, resolve_device
 from .distill import check_teacher_record, distillation_loss, load_teacher
 from .errors import UserError, one_line
 from .evaluate import evaluate
-from .files import read_text, write_text
+from .files import read_json, write_text
 from .models import resolve_model_config
 from .models.build import build_model, load_generator, load_pretrained, load_weights
 from .optim import build_optimizer, build_scheduler
@@ -87,11 +86,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, overwrite: 
     """
     cfg = copy.deepcopy(cfg)
     resolve_model_config(cfg.model)  # the arch known, num_classes filled in: the run records what it built
-    cfg.data.root = os.path.abspath(cfg.data.root)  # stored so: eval and resume from elsewhere read the same data
-    if cfg.distill is not None:
-        for key in ("teacher", "pretrained"):
-            if getattr(cfg.distill, key) is not None:
-                setattr(cfg.distill, key, os.path.abspath(getattr(cfg.distill, key)))
+    absolute_paths(cfg)  # stored so: eval and resume from elsewhere read the same files
     with stop_on_signals() as stop:
         env, device = distributed.setup(resolve_device(cfg.train.device))
         try:
@@ -306,9 +301,20 @@ class Run:
 
     def _restore(self) -> None:
         """Load ``last.pt`` into the freshly built objects: model, optimizer, schedule, RNG and progress."""
-        path, cfg, progress = self.run_dir / "last.pt", self.cfg, self.progress
+        path = self.run_dir / "last.pt"
         self.restored_from = path.stat().st_mtime_ns
         state = load_checkpoint(path)
+        try:
+            self._restore_from(state, path)
+        except UserError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+            # a last.pt acl did not write as it is (edited, or sent): one line, nothing trained or written
+            raise UserError(f"{path} cannot be resumed: its training state is incomplete or not acl's "
+                            f"({type(e).__name__}: {one_line(e, 120)})") from None
+
+    def _restore_from(self, state: dict[str, Any], path: Path) -> None:
+        cfg, progress = self.cfg, self.progress
         load_weights(self.model, state["model"], str(path))
         self.optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
@@ -420,8 +426,8 @@ class Run:
         path, sessions = self.run_dir / "run.json", []
         if self.resume and path.exists():
             try:
-                sessions = list(json.loads(read_text(path, what="run record"))["sessions"])
-            except (UserError, ValueError, KeyError, TypeError):
+                sessions = list(read_json(path, what="run record")["sessions"])
+            except (UserError, KeyError, TypeError):
                 sessions = []  # unreadable: start the record afresh rather than refuse to resume
         sessions.append(run_record(self.env, self.device, self.progress["step"] if self.resume else None))
         write_text(path, json.dumps({"splits": self.splits.sources, "sessions": sessions}, indent=2))

@@ -83,7 +83,7 @@ def test_overwrite_with_bad_input_leaves_the_old_run_whole(finished, tmp_path):
 
 def test_overwrite_removes_only_what_acl_wrote(finished, tmp_path):
     run = _copy(finished, tmp_path)
-    (run / ".last.pt.abc.tmp").write_bytes(b"cut short")  # an atomic write a kill interrupted
+    (run / ".last.pt.k2x_9qzb.tmp").write_bytes(b"cut short")  # an atomic write a kill interrupted (mkstemp's name)
     train(small("train.epochs=1"), run, overwrite=True, log=quiet)
     assert sorted(p.name for p in run.iterdir()) == [".lock", "best.pt", "config.yaml", "final.json", "last.pt",
                                                      "metrics.csv", "params.json", "run.json", "tb"]

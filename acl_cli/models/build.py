@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint, torch_load
-from ..config import Config
+from ..config import Config, lookup
 from ..csg import GENERATOR_ATTR, find_generator, generated_convs
 from ..errors import UserError, one_line
 from . import create_model, resolve_model_config
@@ -100,7 +100,8 @@ def load_generator(model: nn.Module, source: str | Path) -> str:
     if weight is None:
         raise UserError(f"model.csg.init_from: {source} holds an original network, no CSG generator")
     if generator is None or weight.shape != generator.weight.shape:
-        src = state["config"]["model"].get("csg") or {}
+        src = lookup(state["config"], "model.csg") or {}
+        src = src if isinstance(src, dict) else {}
         mine = "none" if generator is None else f"slice {list(generator.slice_shape)}, code {generator.code_size}"
         raise UserError(f"model.csg.init_from: {source} has a generator for slice {src.get('slice_shape')}, code "
                         f"{src.get('code_size')}; this model needs {mine}")

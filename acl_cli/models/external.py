@@ -9,7 +9,7 @@ import functools
 import importlib
 import inspect
 
-from ..config import quote
+from ..config import lookup, quote
 from ..errors import UserError
 from .registry import DEFAULT_CSG_INIT, ModelEntry
 
@@ -57,13 +57,33 @@ def factory_module(arch: str) -> str | None:
     return prefix if colon and prefix not in ("torchvision", "timm") else None
 
 
-def check_import_allowed(arch: str, source: str, allowed: tuple[str, ...] | list[str]) -> None:
-    """A checkpoint or run folder someone sent may name a module whose import runs its code: import it only
-    when the command line says so (``--allow-import MODULE``), as a user's own --config/--set may."""
-    module = factory_module(arch)
-    if module is not None and module not in allowed:
-        raise UserError(f"{source} names model.arch {quote(arch)}: building it imports the module {quote(module)}, "
-                        f"which runs that module's code; if you trust it, add --allow-import {module}")
+# Every setting whose value names a network acl builds, and so may import a module: a new one goes here.
+BUILT_FROM = ("model.arch", "distill.arch")
+
+
+def modules_imported(config: dict) -> dict[str, str]:
+    """``{setting: module}`` for each ``package.module:factory`` a config (plain data) would import."""
+    named = {}
+    for key in BUILT_FROM:
+        value = lookup(config, key)
+        module = factory_module(value) if isinstance(value, str) else None
+        if module is not None:
+            named[key] = module
+    return named
+
+
+def check_import_allowed(stored: dict, used: dict, source: str, allowed: tuple[str, ...] | list[str]) -> None:
+    """The one gate for code named by a file someone sent. ``stored``: the config a checkpoint or run folder
+    holds; ``used``: what will be built from it (overrides applied). A module the stored config names and the
+    command still builds is imported only when the command line says so (``--allow-import MODULE``); one the
+    user named on the command line is theirs, as with --config/--set."""
+    mine = modules_imported(stored)
+    for key, module in modules_imported(used).items():
+        if mine.get(key) == module and module not in allowed:
+            raise UserError(f"{source} names {key} {quote(lookup(used, key))}: building it imports the module "
+                            f"{quote(module)}, which runs that module's code; if you trust it, add --allow-import {module}")
+
+
 
 
 def _importable(module_name: str, arch: str) -> None:
