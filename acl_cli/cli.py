@@ -10,7 +10,7 @@ import traceback
 import click
 
 from . import interrupts
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, quote
 from .errors import UserError, one_line
 
 _DEBUG = False
@@ -414,8 +414,10 @@ def export_cmd(checkpoint, out, fmt, compact, fp16, overwrite, allow_imports):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Also draw best top-1 vs parameters (.png, .pdf, .svg), one point per experiment with seed error "
                    "bars.")
-@click.option("--overwrite", is_flag=True, help="Replace the --plot file if it exists.")
-def report_cmd(run_dirs, fmt, by_seed, plot_path, overwrite):
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="Write the table to this file (atomically) instead of standard output.")
+@click.option("--overwrite", is_flag=True, help="Replace the --plot or --out file if it exists.")
+def report_cmd(run_dirs, fmt, by_seed, plot_path, out_path, overwrite):
     """One row per run: arch, CSG settings, params, compression, best/final val top-1, the split best was chosen
     on, epochs, time, img/s. Runs that differ only by their seed are also grouped: mean ± std over n.
     Paths that are not run directories (logs, reports beside the runs) are skipped.
@@ -425,15 +427,19 @@ def report_cmd(run_dirs, fmt, by_seed, plot_path, overwrite):
       acl report runs/*
       acl report runs/sweep/* --by-seed --format csv --plot sweep.png
     """
+    from pathlib import Path
+
+    from .files import write_text
     from .report import check_plot_path, collect, format_rows, is_run_dir, plot
+    from .rundir import check_output_file
 
     if plot_path:
         check_plot_path(plot_path, overwrite)
+    if out_path:  # checked before anything is read: never a link, a FIFO, a run's file, or a file without --overwrite
+        check_output_file(Path(out_path), overwrite)
     runs = [d for d in run_dirs if is_run_dir(d)]
     others = [d for d in run_dirs if not is_run_dir(d)]
     if not runs:
-        from pathlib import Path
-
         holders = [d for d in others if Path(d).is_dir() and any(is_run_dir(p) for p in Path(d).iterdir())]
         if holders:  # a sweep's folder: the runs are inside it
             raise UserError(f"{holders[0]} holds runs but is not one itself; pass them: acl report "
@@ -441,12 +447,16 @@ def report_cmd(run_dirs, fmt, by_seed, plot_path, overwrite):
         what = f"{others[0]} is not" if len(others) == 1 else f"none of the {len(others)} paths is"
         raise UserError(f"{what} a run directory (no config.yaml / params.json)")
     if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        shown = ", ".join(map(quote, others[:3])) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         click.echo(f"skipping {len(others)} path(s) that are not run directories: {shown}", err=True)
     rows = [collect(d) for d in runs]
     if plot_path:
         plot(rows, plot_path, overwrite)
-    click.echo(format_rows(rows, fmt, by_seed))
+    table = format_rows(rows, fmt, by_seed)
+    if out_path:
+        write_text(out_path, table + "\n")
+    else:
+        click.echo(table)
 
 
 @main.command("list-models")

@@ -236,6 +236,13 @@ def lock_holder(run_dir: Path) -> str | None:
 def check_output_file(out: Path, overwrite: bool, reads: Path | None = None) -> None:
     """Refuse (changing nothing) to write ``out`` unless it is new, or a regular file ``--overwrite`` may
     replace: never a directory, a link, a FIFO or device, the file being read, or a file of an acl run."""
+    try:
+        _check_output_file(out, overwrite, reads)
+    except OSError as e:  # a folder on the way that cannot be searched
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+
+
+def _check_output_file(out: Path, overwrite: bool, reads: Path | None) -> None:
     if out.is_symlink():
         raise UserError(f"refusing to write {out}: it is a symbolic link; give the file it points to")
     if out.is_dir():

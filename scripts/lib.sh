@@ -293,7 +293,7 @@ summary() {  # the report of what finished, one line per failure; exit 1 if any 
     echo "sweep $OUT: ${#FINISHED[@]} finished, ${#FAILED[@]} failed, ${#SKIPPED[@]} skipped (finished before)," \
          "$(( ${#JOB_NAMES[@]} - ${#FINISHED[@]} - ${#FAILED[@]} - ${#SKIPPED[@]} )) not started"
     for line in "${FAILED[@]}"; do echo "failed: $line" >&2; done
-    write_report
+    write_report || exit 2  # the report could not be written: said in one line by acl
     [ ${#FAILED[@]} -eq 0 ] && [ "${STOPPED:-0}" = 0 ]
     exit $?
 }
@@ -305,8 +305,9 @@ write_report() {  # report.md / .csv / .png of every finished run in OUT: this g
         echo "no finished run to report" >&2
         return
     fi
-    "${ACL_CMD[@]}" report "${done_runs[@]}" --format markdown > "$OUT/report.md"
-    "${ACL_CMD[@]}" report "${done_runs[@]}" --format csv > "$OUT/report.csv"
+    # --out, not a shell redirect: written atomically, never through a link or into a FIFO (acl refuses it)
+    "${ACL_CMD[@]}" report "${done_runs[@]}" --format markdown --out "$OUT/report.md" --overwrite &&
+        "${ACL_CMD[@]}" report "${done_runs[@]}" --format csv --out "$OUT/report.csv" --overwrite || return 2
     "${ACL_CMD[@]}" report "${done_runs[@]}" --plot "$OUT/report.png" --overwrite > /dev/null 2>&1  # needs matplotlib
     cat "$OUT/report.md"
 }
@@ -325,7 +326,7 @@ report_status() {  # --report: after a job array, which tasks finished, and the 
     echo "sweep $OUT: ${#FINISHED[@]} of ${#JOB_NAMES[@]} finished"
     for line in "${missing[@]}"; do echo "not finished: job $line (resubmit with --array=${line%% *})" >&2; done
     for line in "${elsewise[@]}"; do echo "not this sweep's: $line" >&2; done
-    write_report
+    write_report || exit 2
     [ ${#missing[@]} -eq 0 ] && [ ${#elsewise[@]} -eq 0 ]
     exit $?
 }

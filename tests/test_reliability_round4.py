@@ -299,3 +299,21 @@ def test_a_mangled_last_pt_is_one_line_on_resume(tmp_path, cli, finished_run):
     before = _tree(run)
     _one_line_exit_2(cli("train", "--resume", run, "--set", "train.epochs=2"), "cannot be resumed")
     assert _tree(run) == before
+
+
+def test_report_out_writes_a_regular_file_only(tmp_path, cli, finished_run):
+    out = tmp_path / "report.md"
+    res = cli("report", finished_run, "--out", out)
+    assert res.exit_code == 0 and res.output == "", res.output
+    assert out.read_text() == cli("report", finished_run).output
+    _one_line_exit_2(cli("report", finished_run, "--out", out), "already exists; give another path or add --overwrite")
+    victim = tmp_path / "victim"
+    victim.write_text("mine")
+    link = tmp_path / "link.md"
+    link.symlink_to(victim)
+    fifo = tmp_path / "fifo.md"
+    os.mkfifo(fifo)
+    for path, message in ((link, "it is a symbolic link"), (fifo, "a FIFO"),
+                          (finished_run / "metrics.csv", "a file of the acl run directory")):
+        _one_line_exit_2(cli("report", finished_run, "--out", path, "--overwrite"), message)
+    assert victim.read_text() == "mine" and fifo.is_fifo()

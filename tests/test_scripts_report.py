@@ -80,6 +80,14 @@ def test_tiny_sweep_runs_skips_and_reports(tmp_path, cli):
     assert "| resnet20_csg_16_72_flat | resnet20 | 16x16x3x3/72 flat | - | 176,698 |" in res.stdout
     assert "16x16x3x3/72 tile" in (out / "report.md").read_text()
     assert (out / "report.png").stat().st_size > 0 and (out / "report.csv").exists()
+    victim = tmp_path / "thesis.md"
+    victim.write_text("mine")
+    (out / "report.md").unlink()
+    (out / "report.md").symlink_to(victim)  # a report is written by acl report --out, never through a link
+    linked = _script("compare_layouts.sh", "elsewhere", 1, out, **env)
+    assert linked.returncode == 2 and "report.md: it is a symbolic link" in linked.stderr, linked.stderr
+    assert victim.read_text() == "mine"
+    (out / "report.md").unlink()
     again = _script("compare_layouts.sh", "elsewhere", 1, out, **env)  # another data root: the same result
     assert again.returncode == 0 and again.stdout.count("skip ") == 2, again.stderr
     before = (out / "resnet20_csg_16_72_flat" / "metrics.csv").read_bytes()

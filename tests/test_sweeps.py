@@ -20,7 +20,11 @@ if args[:2] == ["config", "diff"]:  # a finished run differs from its job where 
         sys.exit(1)
     sys.exit(0)
 if args[0] == "report":
-    print("| stand-in report |", " ".join(Path(a).name for a in args[1:] if Path(a).is_dir()), "|")
+    table = "| stand-in report | " + " ".join(Path(a).name for a in args[1:] if Path(a).is_dir()) + " |"
+    if "--out" in args:
+        Path(args[args.index("--out") + 1]).write_text(table + "\\n")
+    else:
+        print(table)
     sys.exit(0)
 out = Path(args[args.index("--out") + 1] if "--out" in args else args[args.index("--resume") + 1])
 start = time.time()
