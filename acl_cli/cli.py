@@ -271,34 +271,45 @@ def config_diff(run, config_path, overrides, show_all):
     Example:
       acl config diff runs/r20 --config cifar10/resnet20 --set train.epochs=30
     """
-    from pathlib import Path
-
     from .config import NOT_COMPUTATIONAL
-    from .rundir import changed_settings, shown
+    from .plan import differences
 
     try:  # exit 1 means "settings differ" to the sweeps: every failure here is 2
-        ran = _resolved(load_config(Path(run) / "config.yaml" if Path(run).is_dir() else run))
-        changes = changed_settings(ran, _resolved(load_config(config_path, overrides)),
-                                   ignoring=() if show_all else NOT_COMPUTATIONAL)
+        lines = differences(run, config_path, overrides, ignoring=() if show_all else NOT_COMPUTATIONAL)
     except UserError:
         raise
     except Exception as e:
         raise UserError(f"config diff: {type(e).__name__}: {one_line(e)}") from None
-    for key, (before, after) in changes.items():
-        click.echo(f"{key}: {shown(before, 300)} -> {shown(after, 300)}")  # paths whole: they differ at the end
-    sys.exit(1 if changes else 0)
+    for line in lines:
+        click.echo(line)
+    sys.exit(1 if lines else 0)
 
 
-def _resolved(cfg):
-    """A config as ``acl train`` would record it: paths absolute, ``num_classes`` filled in from the arch
-    (never by importing a factory module a run folder names)."""
-    from .config import absolute_paths
-    from .models import resolve_model_config
-    from .models.external import factory_module
+@main.command("plan")
+@click.argument("run", type=click.Path())
+@config_option
+@set_option
+def plan_cmd(run, config_path, overrides):
+    """What a sweep does with the job --config/--set whose run folder is RUN, in one line: `train`, `resume`,
+    `skip (finished)` or `conflict: <what differs>` (a finished run made with other settings, or a checkpoint
+    a resume cannot bring to them). Exit 0 when decided, 2 on bad input; imports nothing a run names, writes
+    nothing. A teacher is compared by the weights the run recorded, wherever it lies now.
 
-    if factory_module(cfg.model.arch) is None:
-        resolve_model_config(cfg.model)
-    return absolute_paths(cfg)
+    \b
+    Example:
+      acl plan runs/r20 --config cifar10/resnet20 --set data.root=~/data --set train.epochs=30
+    """
+    from .plan import plan
+
+    if not config_path:
+        raise ConfigError("give --config (the job's config; see acl plan --help)")
+    try:
+        decision = plan(run, config_path, overrides)
+    except UserError:
+        raise
+    except Exception as e:  # an unreadable folder or file is bad input: 2, as a sweep reads it
+        raise UserError(f"plan: {type(e).__name__}: {one_line(e)}") from None
+    click.echo(str(decision))
 
 
 @main.command("bench")

@@ -7,7 +7,8 @@
 #   script.sh --report DATA_ROOT EPOCHS [OUT_DIR]   which jobs finished, and the report of those that did
 #
 # Environment:
-#   DRY_RUN=1            print the commands instead of running them
+#   DRY_RUN=1            print what the run would do instead of doing it: each job's command, or the skip or
+#                        FAILED line the run would print (acl plan decides, as for the run itself)
 #   GPUS="0 1 2 3"       run one job per listed GPU at a time, each started on a GPU that is free
 #   PARALLEL=2           without GPUS: run this many jobs at a time here (CPU runs; set OMP_NUM_THREADS=cores/N)
 #   SEEDS="0 1 2"        run every grid point once per seed (names end in _seedN; acl report gives mean ± std)
@@ -19,9 +20,11 @@
 #   POLL_S=2             how often (seconds) the local scheduler looks at running jobs
 #   SLURM (--sbatch): SBATCH_PARTITION, SBATCH_TIME (24:00:00), SBATCH_GPUS (1; 0 for none), SBATCH_CPUS (8), SBATCH_MEM
 #                     (32G), SBATCH_MAX_PARALLEL (tasks at once; default all), SBATCH_EXTRA (more #SBATCH lines)
-# A run whose directory holds final.json is skipped if it was trained with the settings its job asks for
-# (else it is a failed job, named with what differs: acl config diff); one with last.pt is resumed, with the
-# data root, epoch budget and EXTRA_SET given now (a cluster may stage the data under a new path each time).
+# What each job does is acl plan's decision alone (bash runs what it is told): a run whose directory holds
+# final.json is skipped if it was trained with the settings its job asks for (else it is a failed job, named
+# with what differs, and left as it is); one with last.pt is resumed, with the data root, epoch budget and
+# EXTRA_SET given now (a cluster may stage the data under a new path each time), if a resume can bring it to
+# the job's settings; any other is trained.
 set -uo pipefail  # not -e: one failed job must not stop the others
 source "$(dirname "${BASH_SOURCE[0]}")/yaml_str.sh"  # yaml_str: every path given to --set goes through it
 
@@ -137,30 +140,31 @@ job_sets() {  # INDEX: SETS=(every --set of that job: data root, epochs, its gri
     SETS=(--set "data.root=$DATA_ROOT_YAML" --set "train.epochs=$EPOCHS" "${args[@]}" "${DATASET_SET[@]}" "${EXTRA[@]}")
 }
 
-job_command() {  # INDEX: CMD=(the acl command of that job): train, or resume where a checkpoint exists
-    local i=$1
-    local dir="$OUT/${JOB_NAMES[$i]}"
+job_plan() {  # INDEX: acl plan's decision for that job: PLAN (train, resume, skip, conflict or error), WHY (of a
+    # conflict or error) and CMD (of train and resume). A finished run is never retrained, and one made with other
+    # settings (another epoch budget, init, EXTRA_SET) never passes for this job's result.
+    local i=$1 dir="$OUT/${JOB_NAMES[$1]}" answer status
     job_sets "$i"
-    if [ -f "$dir/last.pt" ]; then
-        CMD=("${ACL_CMD[@]}" train --resume "$dir" "${SETS[@]}")
+    answer=$("${ACL_CMD[@]}" plan "$dir" --config "${JOB_CONFIGS[$i]}" "${SETS[@]}" 2>&1)
+    status=$?
+    local last=${answer##*$'\n'}  # the answer is the last line (a library's warning may come first)
+    CMD=()
+    WHY=""
+    case $status:$last in
+        0:train) PLAN=train; CMD=("${ACL_CMD[@]}" train --config "${JOB_CONFIGS[$i]}" --out "$dir" --overwrite "${SETS[@]}");;
+        0:resume) PLAN=resume; CMD=("${ACL_CMD[@]}" train --resume "$dir" "${SETS[@]}");;
+        "0:skip (finished)") PLAN=skip;;
+        "0:conflict: "*) PLAN=conflict; WHY=${last#conflict: };;
+        *) PLAN=error; answer=${answer//$'\n'/; }; WHY="acl plan: ${answer:-no answer (exit $status)}";;
+    esac
+}
+
+_not_run() {  # INDEX: the line of a job acl plan did not let run (PLAN conflict or error); the run is kept as it is
+    if [ "$PLAN" = conflict ]; then
+        echo "${JOB_NAMES[$1]} $WHY: kept as it is; to train this job too, give the sweep another OUT_DIR"
     else
-        CMD=("${ACL_CMD[@]}" train --config "${JOB_CONFIGS[$i]}" --out "$dir" --overwrite "${SETS[@]}")
+        echo "${JOB_NAMES[$1]}: $WHY"
     fi
-}
-
-finished_as_asked() {  # INDEX: status 0 if that job's run in OUT finished with the settings the job asks for;
-    # otherwise 1, with DIFF_TEXT saying what differs. A finished run is skipped, never retrained, so one made with
-    # other settings (another epoch budget, init, EXTRA_SET) must not pass for this job's result.
-    job_sets "$1"
-    DIFF_TEXT=$("${ACL_CMD[@]}" config diff "$OUT/${JOB_NAMES[$1]}" --config "${JOB_CONFIGS[$1]}" "${SETS[@]}" 2>&1)
-    local status=$?
-    DIFF_TEXT=${DIFF_TEXT//$'\n'/; }  # one line
-    return $status
-}
-
-_finished_elsewise() {  # INDEX: the line that says a finished run differs from its job
-    local name=${JOB_NAMES[$1]}
-    echo "$name finished with other settings ($DIFF_TEXT): give another OUT_DIR, or remove $OUT/$name to train it again"
 }
 
 run_jobs() {  # what the script's mode asks for, over the jobs added
@@ -172,23 +176,36 @@ run_jobs() {  # what the script's mode asks for, over the jobs added
             if [ -n "${TASK_INDEX+set}" ]; then
                 run_one "$TASK_INDEX"
             elif [ "$DRY_RUN" = 1 ]; then
-                for i in "${!JOB_NAMES[@]}"; do job_command "$i"; printf '%q ' "${CMD[@]}"; echo; done
-                printf '%s report %q/* --format markdown --plot %q --overwrite\n' "$ACL" "$OUT" "$OUT/report.png"
+                dry_run
             else
                 run_local
             fi;;
     esac
 }
 
+dry_run() {  # DRY_RUN=1: each job's decision, printed as the run prints it (a command for train and resume);
+    # nothing runs. Exit 1 where the run would have a failed job.
+    local failed=0
+    for i in "${!JOB_NAMES[@]}"; do
+        job_plan "$i"
+        case $PLAN in
+            train|resume) printf '%q ' "${CMD[@]}"; echo;;
+            skip) echo "skip ${JOB_NAMES[$i]} (finished)";;
+            *) echo "FAILED $(_not_run "$i")" >&2; failed=1;;
+        esac
+    done
+    printf '%s report %q/* --format markdown --plot %q --overwrite\n' "$ACL" "$OUT" "$OUT/report.png"
+    exit $failed
+}
+
 run_one() {  # INDEX: exactly that job, in the foreground (a SLURM array task); its exit status is ours
     local i=$1
     [ "$i" -lt "${#JOB_NAMES[@]}" ] || die "TASK_INDEX $i is out of range: this sweep has ${#JOB_NAMES[@]} jobs (0-$(( ${#JOB_NAMES[@]} - 1 )))"
-    if [ -f "$OUT/${JOB_NAMES[$i]}/final.json" ]; then
-        finished_as_asked "$i" || { echo "error: $(_finished_elsewise "$i")" >&2; exit 1; }
-        echo "skip ${JOB_NAMES[$i]} (finished)"
-        return 0
-    fi
-    job_command "$i"
+    job_plan "$i"
+    case $PLAN in
+        skip) echo "skip ${JOB_NAMES[$i]} (finished)"; return 0;;
+        conflict|error) echo "error: $(_not_run "$i")" >&2; exit 1;;
+    esac
     mkdir -p "$OUT"
     echo "job $i: ${JOB_NAMES[$i]}"
     exec "${CMD[@]}"  # acl itself gets SLURM's signals: it checkpoints and a requeued task resumes
@@ -247,20 +264,12 @@ run_local() {
     trap _stop_all INT TERM
     for i in "${!JOB_NAMES[@]}"; do
         [ "$STOPPED" = 1 ] && break
-        local name=${JOB_NAMES[$i]}
-        if [ -f "$OUT/$name/final.json" ]; then
-            if finished_as_asked "$i"; then
-                SKIPPED+=("$name")
-                echo "skip $name (finished)"
-            else
-                local line
-                line=$(_finished_elsewise "$i")
-                FAILED+=("$line")
-                echo "FAILED $line" >&2
-            fi
-            continue
-        fi
-        job_command "$i"
+        local name=${JOB_NAMES[$i]} line
+        job_plan "$i"
+        case $PLAN in
+            skip) SKIPPED+=("$name"); echo "skip $name (finished)"; continue;;
+            conflict|error) line=$(_not_run "$i"); FAILED+=("$line"); echo "FAILED $line" >&2; continue;;
+        esac
         if [ "$slots" -eq 0 ]; then  # one at a time, here
             echo "start $name"
             "${CMD[@]}" 2>&1 | tee "$OUT/$name.log"
@@ -315,13 +324,12 @@ write_report() {  # report.md / .csv / .png of every finished run in OUT: this g
 report_status() {  # --report: after a job array, which tasks finished, and the report
     local missing=() elsewise=()
     for i in "${!JOB_NAMES[@]}"; do
-        if [ ! -f "$OUT/${JOB_NAMES[$i]}/final.json" ]; then
-            missing+=("$i ${JOB_NAMES[$i]}")
-        elif finished_as_asked "$i"; then
-            FINISHED+=("${JOB_NAMES[$i]}")
-        else
-            elsewise+=("$(_finished_elsewise "$i")")
-        fi
+        job_plan "$i"
+        case $PLAN in
+            skip) FINISHED+=("${JOB_NAMES[$i]}");;
+            train|resume) missing+=("$i ${JOB_NAMES[$i]}");;
+            *) elsewise+=("$(_not_run "$i")");;
+        esac
     done
     echo "sweep $OUT: ${#FINISHED[@]} of ${#JOB_NAMES[@]} finished"
     for line in "${missing[@]}"; do echo "not finished: job $line (resubmit with --array=${line%% *})" >&2; done

@@ -5,7 +5,7 @@
 source "$(dirname "$0")/lib.sh"
 parse_args "$@"
 ARCH=${ARCH:-resnet56}
-add_job "$ARCH" --set "model.arch=$ARCH"
+add_job "$ARCH" --set "model.arch=$ARCH" --set model.csg=null  # the original, whatever BASE_CONFIG has
 for slice in ${SLICES:-8 12 16}; do
     for code in ${CODE_SIZES:-36 72 128}; do
         need_int "SLICES and CODE_SIZES" "$slice" "$code"

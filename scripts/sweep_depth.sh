@@ -9,7 +9,7 @@ CODE=${CODE:-72}
 need_int "SLICE and CODE" "$SLICE" "$CODE"
 for depth in ${DEPTHS:-20 32 44 56 110}; do
     need_int DEPTHS "$depth"
-    add_job "resnet$depth" --set "model.arch=resnet$depth"
+    add_job "resnet$depth" --set "model.arch=resnet$depth" --set model.csg=null  # the original, whatever BASE_CONFIG has
     add_job "resnet${depth}_csg_${SLICE}_${CODE}" --set "model.arch=resnet$depth" \
         --set "model.csg={slice_shape: [$SLICE, $SLICE, 3, 3], code_size: $CODE}"
 done

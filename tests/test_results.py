@@ -256,13 +256,13 @@ def test_the_readme_csg_optim_table_is_read_from_its_runs():
 
 
 def test_the_readme_csg_optim_command_makes_exactly_the_committed_runs(tmp_path):
-    """The README's compare_csg_optim.sh line, as written (dry run): one job per committed run, each with its
-    committed config's model, recipe and data selection."""
+    """The README's compare_csg_optim.sh line, as written (dry run, into an empty folder: in results/csg_optim it
+    skips them): one job per committed run, each with its committed config's model, recipe and data selection."""
     import yaml
 
     section = (ROOT / "README.md").read_text().split("### Codes and generator at their own lr", 1)[1]
     lines = [x for x in section.split("\n#", 1)[0].splitlines() if "scripts/compare_csg_optim.sh" in x and "=" in x.split()[0]]
-    jobs = _dry_run("compare_csg_optim.sh", lines, tmp_path)
+    jobs = _dry_run("compare_csg_optim.sh", lines, tmp_path, out="results/csg_optim")  # into an empty folder
     assert sorted(_job_config(a)[0] for a in jobs) == sorted(
         p.name for p in CSG_OPTIM.iterdir() if (p / "final.json").is_file())
     for argv in jobs:

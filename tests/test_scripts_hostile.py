@@ -197,6 +197,8 @@ def test_an_existing_data_dir_is_refused_not_added_to(tmp_path):
 STAND_IN = '''
 import json, os, sys, yaml
 args = sys.argv[1:]
+if args[:1] == ["plan"]:  # acl's decision: a fresh folder is trained
+    print("train")
 if args[:1] == ["train"]:
     root = yaml.safe_load(next(a for a in args if a.startswith("data.root=")).split("=", 1)[1])
     files = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)

@@ -93,8 +93,9 @@ def test_tiny_sweep_runs_skips_and_reports(tmp_path, cli):
     before = (out / "resnet20_csg_16_72_flat" / "metrics.csv").read_bytes()
     longer = _script("compare_layouts.sh", "unused", 2, out, **env)  # not what the finished runs are
     assert longer.returncode == 1 and "skip " not in longer.stdout
-    assert ("FAILED resnet20_csg_16_72_flat finished with other settings (train.epochs: 1 -> 2): give another "
-            "OUT_DIR, or remove") in longer.stderr, longer.stderr
+    assert ("FAILED resnet20_csg_16_72_flat finished with other settings (train.epochs: 1 -> 2): kept as it is; to "
+            "train this job too, give the sweep another OUT_DIR") in longer.stderr, longer.stderr
+    assert "remove" not in longer.stderr  # no message advises deleting a finished run
     assert (out / "resnet20_csg_16_72_flat" / "metrics.csv").read_bytes() == before
     rows = json.loads(cli("report", out / "resnet20_csg_16_72_flat", out / "resnet20_csg_16_72_tile",
                           "--format", "json").output)

@@ -14,10 +14,13 @@ STAND_IN = '''
 import json, os, sys, time
 from pathlib import Path
 args = sys.argv[1:]
-if args[:2] == ["config", "diff"]:  # a finished run differs from its job where STAND_IN_DIFFERS names it
-    if Path(args[2]).name in os.environ.get("STAND_IN_DIFFERS", "").split():
-        print("train.epochs: 5 -> 6")
-        sys.exit(1)
+if args[0] == "plan":  # acl's decision: a finished run differs from its job where STAND_IN_DIFFERS names it
+    run = Path(args[1])
+    if (run / "final.json").exists():
+        differs = run.name in os.environ.get("STAND_IN_DIFFERS", "").split()
+        print("conflict: finished with other settings (train.epochs: 5 -> 6)" if differs else "skip (finished)")
+    else:
+        print("resume" if (run / "last.pt").exists() else "train")
     sys.exit(0)
 if args[0] == "report":
     table = "| stand-in report | " + " ".join(Path(a).name for a in args[1:] if Path(a).is_dir()) + " |"
@@ -172,8 +175,9 @@ def test_a_finished_run_made_with_other_settings_is_a_failure_not_a_skip(sweep, 
     assert res.returncode == 0, res.stderr
     res, calls = sweep("/data", 5, out, STAND_IN_DIFFERS="resnet56")
     assert res.returncode == 1 and calls == []  # nothing retrained, nothing overwritten
-    assert (f"FAILED resnet56 finished with other settings (train.epochs: 5 -> 6): give another OUT_DIR, or remove "
-            f"{out}/resnet56 to train it again") in res.stderr
+    assert ("FAILED resnet56 finished with other settings (train.epochs: 5 -> 6): kept as it is; to train this job "
+            "too, give the sweep another OUT_DIR") in res.stderr
+    assert "remove" not in res.stderr  # no message advises deleting a finished run
     assert "0 finished, 1 failed, 5 skipped" in res.stdout
     index = DEPTHS.index("resnet56")
     res, calls = sweep("/data", 5, out, STAND_IN_DIFFERS="resnet56", TASK_INDEX=str(index))  # a SLURM array task
