@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .config import Config
 from .data import (DEVICE_PRESETS, DeviceLoader, EpochBatchSampler, build_splits, input_side, loader_kwargs,
-                   use_device_loader)
+                   use_device_loader, usable_workers)
 from .device import autocast
 from .distill import load_teacher
 from .models.build import build_model
@@ -212,7 +212,7 @@ def bench_loaders(cfg: Config, device: torch.device, batches: int = 50) -> dict[
         sampler = EpochBatchSampler(len(splits.train), cfg.data.batch_size, cfg.train.seed)
         t0 = time.perf_counter()
         if kind == "device":
-            loader = DeviceLoader(splits.train, device, sampler, workers=cfg.data.workers)
+            loader = DeviceLoader(splits.train, device, sampler, workers=usable_workers(cfg.data))
         else:
             loader = DataLoader(splits.train, batch_sampler=sampler, **loader_kwargs(cfg.data, device))
         setup_s = time.perf_counter() - t0
@@ -234,7 +234,7 @@ def bench_loaders(cfg: Config, device: torch.device, batches: int = 50) -> dict[
         _sync(device)
         elapsed = time.perf_counter() - t0
         results[kind] = {"img_s": n * cfg.data.batch_size / elapsed, "setup_s": setup_s,
-                         "workers": 0 if kind == "device" else cfg.data.workers}
+                         "workers": 0 if kind == "device" else usable_workers(cfg.data)}
     if "device" in results:
         results["ratio_device_over_torch"] = results["device"]["img_s"] / results["torch"]["img_s"]
     return {"dataset": cfg.data.name, "device": str(device), "batch_size": cfg.data.batch_size, "loaders": results}

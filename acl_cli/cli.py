@@ -23,8 +23,11 @@ class AclGroup(click.Group):
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as e:  # usage errors: one line instead of click's usage block
-            hint = " (see --help)" if isinstance(e, click.UsageError) else ""
-            click.echo(f"error: {e.format_message()}{hint}", err=True)
+            hint = _set_hint(e, sys.argv[1:] if args is None else list(args)) if isinstance(e, click.UsageError) \
+                else None
+            message = e.format_message().rstrip(".") + hint if hint else e.format_message() + (
+                " (see --help)" if isinstance(e, click.UsageError) else "")
+            click.echo(f"error: {message}", err=True)
             sys.exit(e.exit_code)
         except click.Abort:
             click.echo("interrupted", err=True)
@@ -54,6 +57,23 @@ class AclGroup(click.Group):
                 raise
             click.echo(f"error: {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)", err=True)
             ctx.exit(1)
+
+
+def _set_hint(error: click.UsageError, args: list[str]) -> str | None:
+    """The ``--set`` a user meant: ``--epochs 1`` is ``--set train.epochs=1``, ``--set train.epochs 1`` too."""
+    from .config import keys_named
+
+    if isinstance(error, click.NoSuchOption):
+        keys = keys_named(error.option_name.lstrip("-").replace("-", "_"))
+        if keys:
+            at = args.index(error.option_name) if error.option_name in args else -1
+            value = args[at + 1] if 0 <= at < len(args) - 1 and not args[at + 1].startswith("-") else "VALUE"
+            return f"; settings are given with --set: --set {keys[0]}={value}"
+    if "extra argument" in error.format_message():
+        for i in range(len(args) - 2):
+            if args[i] == "--set" and "=" not in args[i + 1]:
+                return f"; did you mean --set {args[i + 1]}={args[i + 2]}?"
+    return None
 
 
 def _set_debug(ctx, param, value):
@@ -89,10 +109,11 @@ def main():
 @click.option("--slice-shape", help="CSG slice shape S0,S1,kh,kw; omit for the original network.")
 @click.option("--code-size", type=int, help="CSG code size.")
 @click.option("--layout", type=click.Choice(["flat", "tile"]), help="CSG slice layout.")
+@click.option("--targets", help="Which convs the CSG generates: authors, all, or roles such as block,pointwise.")
 @click.option("--per-layer", is_flag=True, help="One row per conv: shape, generated or plain, slices, params.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table",
               show_default=True)
-def count_params(config_path, overrides, arch, num_classes, slice_shape, code_size, layout, per_layer, fmt):
+def count_params(config_path, overrides, arch, num_classes, slice_shape, code_size, layout, targets, per_layer, fmt):
     """Exact parameter report of a model, with its original twin and the compression ratio.
 
     \b
@@ -117,6 +138,9 @@ def count_params(config_path, overrides, arch, num_classes, slice_shape, code_si
         sets.append(f"model.csg.code_size={code_size}")
     if layout is not None:
         sets.append(f"model.csg.layout={layout}")
+    if targets is not None:  # a role list, or one of the names (authors, all): the config says which is valid
+        roles = [r.strip() for r in targets.split(",")]
+        sets.append(f"model.csg.targets={roles if len(roles) > 1 or roles[0] not in ('authors', 'all') else roles[0]}")
     if config_path is None and not arch:
         raise ConfigError("give --config FILE or --arch NAME (see acl count-params --help)")
     from .models import resolve_model_config
@@ -189,8 +213,11 @@ def train(config_path, overrides, out_dir, resume_dir, overwrite, allow_imports)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=int, help="Evaluation batch size.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--allow-train-overlap", is_flag=True,
+              help="Score a split that shares images with the run's training split (an override of data.split_seed, "
+                   "val_split or train_subset); the output says how many were trained on.")
 @allow_import_option
-def eval_cmd(checkpoint, overrides, split, device, batch_size, fmt, allow_imports):
+def eval_cmd(checkpoint, overrides, split, device, batch_size, fmt, allow_train_overlap, allow_imports):
     """Evaluate a checkpoint (a file, or a run directory: its best.pt) on a data split.
 
     \b
@@ -202,13 +229,14 @@ def eval_cmd(checkpoint, overrides, split, device, batch_size, fmt, allow_import
     from .evaluate import evaluate_checkpoint
 
     overrides = (*overrides, "train.progress=false") if fmt == "json" else overrides
-    m = evaluate_checkpoint(checkpoint, split, overrides, device, batch_size, allow_imports)
+    m = evaluate_checkpoint(checkpoint, split, overrides, device, batch_size, allow_imports, allow_train_overlap)
     if fmt == "json":
         click.echo(json.dumps(m))
     else:
         top5 = "n/a (fewer than 5 classes)" if m["top5"] is None else f"{m['top5']:.2f}%"
         click.echo(f"{split} ({m['source']}): top1 {m['top1']:.2f}%  top5 {top5}  loss {m['loss']:.4f}  "
-                   f"samples {m['samples']:,}  params {m['params']:,}")
+                   f"samples {m['samples']:,}  params {m['params']:,}" +
+                   (f"  ({m['trained_on']:,} of {m['samples']:,} images were trained on)" if "trained_on" in m else ""))
 
 
 @main.group("config")

@@ -5,6 +5,7 @@ impossible values say which key and why.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -307,11 +308,25 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         raise ConfigError(f"{path}: expected {_type_name(tp)}, got {quote(value)}")
     if tp is int and not -2**63 <= value < 2**63:
         raise ConfigError(f"{path}: {quote(value)} is out of range")
+    if tp is float and isinstance(value, int) and abs(value) >= 2**1023:  # float() of it overflows (or nearly)
+        raise ConfigError(f"{path}: {quote(value)} is out of range")
     if tp is float and not math.isfinite(value):
         raise ConfigError(f"{path}: must be a finite number, got {value}")
     if tp is str and "\0" in value:  # no path, name or setting holds one; the OS would refuse it later, unclearly
         raise ConfigError(f"{path}: a NUL byte is not allowed, got {quote(value)}")
     return float(value) if tp is float else value
+
+
+def _fields_of(tp: Any) -> list[str]:
+    """The setting names inside a section's type (``Optional[DistillConfig]`` too); none for a plain value."""
+    section = next((a for a in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(a)), None)
+    return [f.name for f in dataclasses.fields(section)] if section is not None else []
+
+
+def keys_named(name: str) -> list[str]:
+    """The dotted settings called ``name`` in any section (``epochs`` -> ``["train.epochs"]``)."""
+    hints = typing.get_type_hints(Config)
+    return [f"{section.name}.{name}" for section in dataclasses.fields(Config) if name in _fields_of(hints[section.name])]
 
 
 def from_dict(cls: type, data: Any, path: str = "config") -> Any:
@@ -326,7 +341,8 @@ def from_dict(cls: type, data: Any, path: str = "config") -> Any:
     for key, value in data.items():
         where = f"{path}.{key}" if path != "config" else str(key)
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            inside = [f"{section}.{key}" for section in names if key in _fields_of(hints[section])]
+            close = inside or difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
             raise ConfigError(f"unknown key {quote(where)}{hint}")
         kwargs[key] = _convert(value, hints[key], where)
@@ -377,7 +393,10 @@ _Loader.add_constructor(_INT, _construct_int)
 def parse_yaml(text: str, where: str) -> Any:
     """Safe YAML (no tags that run code), refusing documents that expand past ``MAX_YAML_VALUES`` values:
     the document is composed and measured before anything is constructed."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # its reader refuses a control character (a NUL) at once
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not YAML text: {str(e).splitlines()[0]} (character {e.position + 1})") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -388,9 +407,10 @@ def parse_yaml(text: str, where: str) -> Any:
         return loader.construct_document(node)
     except RecursionError:
         raise ConfigError(f"{where}: YAML nested too deeply") from None
-    except ValueError as e:  # a number of thousands of digits: Python refuses to convert it
-        if "digits" not in str(e):
-            raise
+    except (ValueError, LookupError, AttributeError, TypeError) as e:  # an int of thousands of digits, Python refuses
+        if "integer string conversion" not in str(e):  # a tag on text it cannot take: !!int 0x, !!bool x, !!timestamp
+            raise ConfigError(f"{where}: YAML syntax error: a value its tag cannot hold ({type(e).__name__}: "
+                              f"{cut(str(e), 100)})") from None
         raise ConfigError(f"{where}: a number with more than 4,300 digits; no setting takes such a value") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -516,9 +536,9 @@ def load_raw(path: str | os.PathLike, _seen: tuple = ()) -> dict:
     """A YAML file (or a shipped config's name) merged over its ``base:`` chain (paths relative to the file
     that names them, else a shipped config's name)."""
     path = resolve_config_path(path) if not _seen else Path(path)
+    data = _read_yaml(path)  # first: a link loop is one line here, where resolve() would raise RuntimeError
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
-    data = _read_yaml(path)
     base = data.pop("base", None)
     if base is None:
         return data
@@ -545,7 +565,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
-    data = _merge({}, data)
+    """A new config dict: ``data`` (a checkpoint's stored config, say) is never changed."""
+    data = copy.deepcopy(data)
     for item in overrides:
         keys, value = parse_override(item)
         node = data

@@ -391,9 +391,12 @@ def convert(model: nn.Module, slice_shape: Sequence[int], code_size: int,
         have = ", ".join(f"{k} ({n})" for k, n in present.items()) or "no nn.Conv2d at all"
         grouped = " (grouped convs are never generated)" if any(k.startswith("grouped") for k in present) else ""
         kept = kept_plain_summary(model)
-        raise ValueError(f"no conv to generate: targets {sorted(roles)} with a {generator.slice_shape[2]}x"
-                         f"{generator.slice_shape[3]} slice; this model has {have}{grouped}"
-                         + (f"; kept plain: {kept}" if kept else ""))
+        kernel = f"{generator.slice_shape[2]}x{generator.slice_shape[3]}"
+        fitting = [k.split()[0] for k in present if k.endswith(" " + kernel) and not k.startswith("grouped")]
+        hint = f"; to generate those, --set model.csg.targets=[{', '.join(fitting)}]" if fitting else \
+            "; no conv of this model has that kernel size: choose a slice shape it has"
+        raise ValueError(f"no conv to generate: targets {sorted(roles)} with a {kernel} slice; this model has "
+                         f"{have}{grouped}" + (f"; kept plain: {kept}" if kept else "") + hint)
     attach_generator(model, generator)
     return generator
 

@@ -354,7 +354,8 @@ def load_raw_splits(cfg: DataConfig, num_classes: int) -> RawSplits:
     folders = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
     if not folders:
         raise UserError(f"{name}: no training folder at {root / 'train'} (expected {root}/train/<class>/<image>, "
-                        f"and {root}/val or {root}/test for evaluation)")
+                        f"and {root}/val or {root}/test for evaluation); where the data is elsewhere (a run made on "
+                        "another machine), give its folder: --set data.root=DIR")
     what = {"train": "training", "val": "validation", "test": "test"}
     sets = {s: _image_folder(path, what[s]) for s, path in folders.items()}
     first = next(iter(sets))
@@ -474,6 +475,18 @@ class DataSplits:
         return ds
 
 
+def carve(cfg: DataConfig, targets: Sequence[int]) -> tuple[list[int], list[int] | None]:
+    """(training indices, held-out indices or None) of a training set under ``cfg``'s split settings: the
+    one place a run's training images are chosen (``acl eval`` asks it which images a run trained on)."""
+    if cfg.val_split > 0:
+        train_idx, val_idx = balanced_split(targets, cfg.val_split, cfg.split_seed)
+    else:
+        train_idx, val_idx = list(range(len(targets))), None
+    if cfg.train_subset is not None:
+        train_idx = balanced_subset(train_idx, targets, cfg.train_subset, cfg.split_seed)
+    return train_idx, val_idx
+
+
 def build_splits(cfg: DataConfig, num_classes: int) -> DataSplits:
     """train / val / test views. ``val`` is carved from train when ``val_split > 0``; else it is the dataset's
     validation set (``val/``), else its test set (selection on the test set, as the authors' CIFAR runs did).
@@ -497,19 +510,16 @@ def build_splits(cfg: DataConfig, num_classes: int) -> DataSplits:
         val_name = "val" if "val" in held_out else "test"
         sources["val"] = sources[val_name]
         return DataSplits(None, held_out[val_name], held_out.get("test"), preset, raw.classes, sources, notes)
-    targets = raw.train.targets
+    train_idx, val_idx = carve(cfg, raw.train.targets)
     if cfg.val_split > 0:
-        train_idx, val_idx = balanced_split(targets, cfg.val_split, cfg.split_seed)
         sources["val"] = (f"{cfg.val_split:.0%} of {sources['train']} held out (class-balanced, split_seed "
                           f"{cfg.split_seed})")
         sources["train"] = f"{sources['train']} less the held-out part"
     elif held_out:
-        train_idx, val_idx = list(range(len(targets))), None
         sources["val"] = sources["val"] if "val" in held_out else f"{sources['test']} (selection on the test set)"
     else:
         raise UserError(f"{cfg.name} at {cfg.root} has no held-out split: set data.val_split (e.g. 0.1)")
     if cfg.train_subset is not None:
-        train_idx = balanced_subset(train_idx, targets, cfg.train_subset, cfg.split_seed)
         sources["train"] += f", a class-balanced subset of {len(train_idx):,}"
     val = SplitDataset(raw.train, val_idx, eval_tf, preset) if val_idx is not None else \
         held_out.get("val", held_out.get("test"))
@@ -589,9 +599,16 @@ class EpochBatchSampler(Sampler):
             yield [tuple(sample) for sample in batch]
 
 
+def usable_workers(cfg: DataConfig) -> int:
+    """``data.workers``, at most the cores this process may use: more only contend for them (and torch warns
+    about it on every loader)."""
+    return min(cfg.workers, len(os.sched_getaffinity(0)))
+
+
 def loader_kwargs(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"num_workers": cfg.workers, "pin_memory": device.type == "cuda"}
-    if cfg.workers > 0:
+    workers = usable_workers(cfg)
+    kwargs: dict[str, Any] = {"num_workers": workers, "pin_memory": device.type == "cuda"}
+    if workers > 0:
         kwargs.update(persistent_workers=True, prefetch_factor=4)
     return kwargs
 
@@ -600,7 +617,7 @@ def train_loader(ds: SplitDataset, cfg: DataConfig, seed: int, device: torch.dev
                  world_size: int = 1):
     sampler = EpochBatchSampler(len(ds), cfg.batch_size, seed, rank, world_size)
     if use_device_loader(ds, cfg, device):
-        return DeviceLoader(ds, device, sampler, workers=cfg.workers)
+        return DeviceLoader(ds, device, sampler, workers=usable_workers(cfg))
     return DataLoader(ds, batch_sampler=sampler, **loader_kwargs(cfg, device))
 
 
@@ -609,7 +626,7 @@ def eval_loader(ds: SplitDataset, cfg: DataConfig, device: torch.device, rank: i
     batch = cfg.eval_batch_size or 2 * cfg.batch_size
     positions = range(rank, len(ds), world_size)
     if use_device_loader(ds, cfg, device):
-        return DeviceLoader(ds, device, positions=positions, batch_size=batch, workers=cfg.workers)
+        return DeviceLoader(ds, device, positions=positions, batch_size=batch, workers=usable_workers(cfg))
     return DataLoader(ds, batch_size=batch, sampler=list(positions), **loader_kwargs(cfg, device))
 
 
@@ -743,5 +760,5 @@ class DeviceLoader:
             yield self._normalise(self.images[pos]), self.targets[pos]
 
 
-__all__ = ["DataSplits", "DeviceLoader", "EpochBatchSampler", "SplitDataset", "balanced_split", "build_splits", "build_transform",
-           "eval_loader", "load_digits_images", "train_loader"]
+__all__ = ["DataSplits", "DeviceLoader", "EpochBatchSampler", "SplitDataset", "balanced_split", "build_splits", "carve",
+           "build_transform", "eval_loader", "load_digits_images", "train_loader", "usable_workers"]

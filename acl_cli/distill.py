@@ -55,7 +55,9 @@ def load_teacher(cfg: Config, student_run_dir: Path | None = None, allow_imports
     if d.teacher is not None:
         path = Path(d.teacher)
         if not path.exists():
-            raise UserError(f"distill.teacher: {path} does not exist (an acl checkpoint or run folder)")
+            raise UserError(f"distill.teacher: {path} does not exist (an acl checkpoint or run folder); if the teacher "
+                            "moved, give where it is now: --set distill.teacher=NEW_PATH (a resume checks by its "
+                            "weights that it is the same teacher)")
         folder = _teacher_run_dir(path.resolve())  # a link to a run's best.pt: the lock is in the run's folder
         if student_run_dir is not None and folder.resolve() == Path(student_run_dir).resolve():
             raise UserError(f"distill.teacher: {path} is the run being trained; a teacher is another, finished run")

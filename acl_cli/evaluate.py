@@ -14,7 +14,7 @@ from tqdm import tqdm
 from . import distributed
 from .checkpoint import load_checkpoint
 from .config import Config, apply_overrides, build_config
-from .data import build_splits, check_classes, eval_loader
+from .data import SplitDataset, build_splits, carve, check_classes, eval_loader, sample_fingerprint
 from .device import autocast, resolve_device
 from .errors import UserError
 from .models.build import build_model, load_weights
@@ -64,11 +64,31 @@ def load_model(path: str | Path, overrides: tuple[str, ...] = (),
     return model.eval(), cfg, state
 
 
+def trained_on(state: dict[str, Any], cfg: Config, splits, split: str) -> int:
+    """How many images of ``split`` the checkpoint's run trained on: nonzero only when an override
+    (``data.split_seed``, ``data.val_split``, ``data.train_subset``) carves the evaluated split from the same
+    training set differently. The run's training images are chosen again from its own settings (``carve``,
+    the one place that chooses them) over the training set found now, confirmed by the recorded digest of its
+    training files when the run has one."""
+    evaluated = splits.get(split)
+    if split == "train" or splits.train is None or evaluated.base is not splits.train.base:
+        return 0  # a val/ or test/ folder: never part of training
+    ran = build_config(state["config"]).data
+    if ran.name != cfg.data.name:
+        return 0
+    ran_train = carve(ran, evaluated.base.targets)[0]
+    recorded = (state.get("progress") or {}).get("train_files")
+    if recorded is not None and sample_fingerprint(SplitDataset(evaluated.base, ran_train, None)) != recorded:
+        return 0  # not the data the run was trained on: no image of it was
+    return len(set(evaluated.indices) & set(ran_train))
+
+
 def evaluate_checkpoint(path: str | Path, split: str = "val", overrides: tuple[str, ...] = (),
                         device: str = "auto", batch_size: int | None = None,
-                        allow_imports: tuple[str, ...] = ()) -> dict[str, Any]:
+                        allow_imports: tuple[str, ...] = (), allow_train_overlap: bool = False) -> dict[str, Any]:
     """Rebuild the model from a checkpoint alone and evaluate it on a split of its (overridden) data, which
-    must have the classes the model was trained on."""
+    must have the classes the model was trained on and, unless ``allow_train_overlap``, no image it was
+    trained on."""
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     model, cfg, state = load_model(path, overrides, allow_imports)
@@ -78,7 +98,14 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", overrides: tuple[s
         cfg.data.eval_batch_size = batch_size
     splits = build_splits(cfg.data, cfg.model.num_classes)
     check_classes(state.get("classes"), splits.classes, str(path), f"the data ({cfg.data.name} at {cfg.data.root})")
+    overlap = trained_on(state, cfg, splits, split)
+    if overlap and not allow_train_overlap:
+        raise UserError(f"the {split} split overlaps the images {path} was trained on: {overlap:,} of "
+                        f"{len(splits.get(split)):,} were trained on, so its score would not be held out; evaluate "
+                        "with the run's own data.split_seed/val_split/train_subset, or add --allow-train-overlap")
     metrics = evaluate(model, eval_loader(splits.get(split), cfg.data, dev), dev, progress=cfg.train.progress)
     metrics["params"] = sum(p.numel() for p in model.parameters())
     metrics["split"], metrics["source"] = split, splits.sources[split]
+    if overlap:
+        metrics["trained_on"] = overlap  # said beside the score: N of its images were trained on
     return metrics

@@ -27,7 +27,7 @@ def input_shape(model: torch.nn.Module, cfg, state: dict[str, Any]) -> tuple[lis
     else the first conv's input channels and the data's image size (a run from before it was recorded),
     else the architecture's designed size."""
     if state.get("input_shape"):
-        return list(state["input_shape"]), "the run's validation images"
+        return list(state["input_shape"]), "the image shape recorded in the checkpoint"
     first = next((m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, GeneratedConv2d))), None)
     channels = first.in_channels if first is not None else 3
     found = input_side(cfg.data)

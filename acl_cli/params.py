@@ -109,6 +109,16 @@ def parameter_report(model: nn.Module, original: nn.Module, arch: str = "", csg:
     return report
 
 
+def outweighs(report: ParamReport) -> str:
+    """Why a CSG network has more parameters than its original, naming the larger part first."""
+    generator, codes = report.by_kind["generator"], report.by_kind["codes"]
+    replaced = report.original_total - (report.total - generator - codes)  # the kernel weights now generated
+    parts = sorted([(generator, "the generator"), (codes, "the codes")], reverse=True)
+    first, second = (f"{name} ({n:,})" for n, name in parts)
+    return (f"{first} and {second} outweigh the {replaced:,} kernel weights they replace; a smaller code_size, or "
+            "a conv network with more or larger kernels, shrinks instead")
+
+
 def report_for_config(model_cfg, model: nn.Module | None = None) -> ParamReport:
     """The report for a ``ModelConfig``; builds the models on the meta device (no memory, no init cost)."""
     from .models import create_model

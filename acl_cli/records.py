@@ -110,8 +110,10 @@ def _cpu_name() -> str:
     return f"CPU {name}, {cores} cores, {torch.get_num_threads()} threads"
 
 
-def run_record(env: distributed.DistEnv, device: torch.device, resumed_at: int | None) -> dict[str, Any]:
-    """How this session of a run was started: command, versions, commit, machine."""
+def run_record(env: distributed.DistEnv, device: torch.device, resumed_at: int | None,
+               loader: str | None = None) -> dict[str, Any]:
+    """How this session of a run was started: command, versions, commit, machine, and what it shared the
+    machine with (threads, cores, the load average when it began: other runs make speeds incomparable)."""
     import datetime
     import platform
     import socket
@@ -129,4 +131,5 @@ def run_record(env: distributed.DistEnv, device: torch.device, resumed_at: int |
                          "python": platform.python_version()},
             "git_commit": _git_commit(), "host": socket.gethostname(),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-            "processes": env.world_size}
+            "processes": env.world_size, "threads": torch.get_num_threads(), "cpus": len(os.sched_getaffinity(0)),
+            "load_1min": round(os.getloadavg()[0], 2), "loader": loader}

@@ -18,7 +18,7 @@ from .files import atomic_write, check_regular, read_text
 from .rundir import check_output_file
 
 COLUMNS = ["run", "arch", "csg", "distilled", "params", "compression", "best_top1", "final_top1", "selected_on", "epochs",
-           "status", "wall_min", "img_s", "seed"]
+           "status", "wall_min", "img_s", "seed", "made"]
 
 
 def _run_record(run: Path) -> dict[str, Any]:
@@ -31,13 +31,44 @@ def _run_record(run: Path) -> dict[str, Any]:
 
 
 def _selected_on(record: dict[str, Any], cfg) -> str:
-    """The split best_top1 was chosen on: a held-out part of train, a validation set, or the test set."""
+    """The split best_top1 was chosen on: a held-out part of train, a validation set, or the test set. Paths
+    are shown under the data root (``train/``), not the folder of the machine that trained the run."""
     try:
-        return str(record["splits"]["val"])
+        text = str(record["splits"]["val"])
+        root = cfg.data.root.rstrip("/")
+        return text.replace(root + "/", "") if root else text
     except (KeyError, TypeError):  # a run from before run.json: its config says
         if cfg.data.val_split > 0:
             return f"{cfg.data.val_split:.0%} of train held out"
         return "the dataset's val/ or test set"
+
+
+def _sessions(record: dict[str, Any]) -> list[dict[str, Any]]:
+    sessions = record.get("sessions")
+    return [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else []
+
+
+def _made(record: dict[str, Any]) -> str:
+    """How the run was made, over its sessions: the commits (``+dirty``: from uncommitted code), the threads,
+    the loader, and the machine's load when each began (other work sharing it), where recorded."""
+    def each(key: str) -> list[str]:
+        return list(dict.fromkeys(str(s[key]) for s in _sessions(record) if s.get(key) not in (None, "")))
+
+    commits = [c[:7] + ("+dirty" if c.endswith("+dirty") else "") for c in each("git_commit")]
+    parts = ["commit " + ", ".join(commits)] if commits else []
+    threads = each("threads")
+    if threads:
+        parts.append(f"{'/'.join(threads)} thread{'' if threads == ['1'] else 's'}")
+    parts += each("loader")
+    loads = [v for v in (_finite_number(s.get("load_1min")) for s in _sessions(record)) if v is not None]
+    if loads:
+        parts.append(f"load {max(loads):.1f} at start")
+    return "; ".join(parts) or "-"
+
+
+def _finite_number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value) else None
 
 
 def _processes(record: dict[str, Any]) -> int:
@@ -160,6 +191,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         "wall_min": metrics["wall_min"],
         "img_s": metrics["img_s"],
         "seed": cfg.train.seed,
+        "made": _made(record),
         # only finished runs are averaged: an unfinished one is an experiment of its own
         "experiment": json.dumps(experiment, sort_keys=True) if finished else f"unfinished:{run.resolve()}",
     }

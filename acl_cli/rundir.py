@@ -95,7 +95,10 @@ def check_new_run(run_dir: Path) -> None:
     if not is_acl_run(run_dir):  # not ours: --overwrite would refuse it too, so never advise it
         raise UserError(f"run directory {run_dir} is not empty and is not an acl run (it holds {_shown(entries)}); "
                         "give --out a new or empty folder")
-    if (run_dir / "last.pt").is_file():
+    if (run_dir / "final.json").is_file() and (run_dir / "last.pt").is_file():  # finished: resume only for more
+        how = (f"it finished; to train it longer, --resume {shlex.quote(str(run_dir))} --set train.epochs=N (more "
+               "epochs than it had); --overwrite to replace it")
+    elif (run_dir / "last.pt").is_file():
         how = f"use --resume {shlex.quote(str(run_dir))} to continue it, --overwrite to replace it"
     else:  # it stopped before its first checkpoint: there is nothing to resume
         how = "it has no checkpoint to resume; use --overwrite to start it again"
@@ -118,9 +121,10 @@ def check_replaceable(run_dir: Path) -> None:
         raise UserError(f"refusing to overwrite {run_dir}: it is not an acl run directory (acl did not make it; it "
                         f"holds {_shown(entries)}); --overwrite only replaces acl's own runs")
     foreign = foreign_entries(run_dir)
-    if foreign:
-        raise UserError(f"refusing to overwrite {run_dir}: it is not an acl run directory (it holds "
-                        f"{_shown(foreign)}); --overwrite only replaces what acl wrote")
+    if foreign:  # an acl run, with files beside it that the run did not write (an export, notes)
+        raise UserError(f"refusing to overwrite {run_dir}: besides the run it holds {_shown(foreign)}, which the "
+                        "run did not write and --overwrite never removes; move them out of the folder, or give --out "
+                        "another folder")
 
 
 def check_not_reading(run_dir: Path, path: str | os.PathLike | None) -> None:
@@ -245,7 +249,7 @@ def check_output_file(out: Path, overwrite: bool, reads: Path | None = None) -> 
 def _check_output_file(out: Path, overwrite: bool, reads: Path | None) -> None:
     if out.is_symlink():
         raise UserError(f"refusing to write {out}: it is a symbolic link; give the file it points to")
-    if out.is_dir():
+    if out.is_dir() or out.name in ("", ".", ".."):  # a/.. would make a/ before the write fails
         raise UserError(f"{out} is a directory; --out names the file to write")
     exists = out.exists()
     if exists and not stat.S_ISREG(out.stat().st_mode):

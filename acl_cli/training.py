@@ -28,7 +28,7 @@ from .csg import kept_plain_summary
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, absolute_paths, build_config
 from .data import (DeviceLoader, build_splits, check_classes, check_split_images, eval_loader, sample_fingerprint,
-                   train_loader)
+                   train_loader, usable_workers)
 from .device import autocast, resolve_device
 from .distill import check_teacher_record, distillation_loss, load_teacher
 from .errors import UserError, one_line
@@ -37,7 +37,7 @@ from .files import read_json, write_text
 from .models import resolve_model_config
 from .models.build import build_model, load_generator, load_pretrained, load_weights
 from .optim import build_optimizer, build_scheduler
-from .params import format_report, report_for_config
+from .params import format_report, outweighs, report_for_config
 from .records import HPARAM_METRICS, metrics_csv, read_history, run_record, write_hparams
 
 STOP_SYNC_STEPS = 10  # under torchrun, how often the processes agree whether a signal asks them to stop
@@ -214,7 +214,11 @@ class Run:
         cfg, env = self.cfg, self.env
         self.splits = splits = build_splits(cfg.data, cfg.model.num_classes)
         if splits.train is None:
-            raise UserError(f"{cfg.data.name}: no training folder at {Path(cfg.data.root) / 'train'}")
+            raise UserError(f"{cfg.data.name}: no training folder at {Path(cfg.data.root) / 'train'}; give the "
+                            "data's folder with --set data.root=DIR")
+        if cfg.data.train_subset is not None and cfg.data.train_subset > len(splits.train):  # config.yaml would say
+            raise UserError(f"data.train_subset: {cfg.data.train_subset:,} is more than the {len(splits.train):,} "
+                            "training images there are; leave it out (null) to train on all of them")
         if len(splits.val) == 0:
             raise UserError(f"{cfg.data.name}: the validation split is empty")
         check_split_images(splits, cfg.data)  # a bad file found now, not after a training epoch
@@ -429,7 +433,8 @@ class Run:
                 sessions = list(read_json(path, what="run record")["sessions"])
             except (UserError, KeyError, TypeError):
                 sessions = []  # unreadable: start the record afresh rather than refuse to resume
-        sessions.append(run_record(self.env, self.device, self.progress["step"] if self.resume else None))
+        sessions.append(run_record(self.env, self.device, self.progress["step"] if self.resume else None,
+                                   self.feed))
         write_text(path, json.dumps({"splits": self.splits.sources, "sessions": sessions}, indent=2))
 
     def _checkpoint(self, name: str, lean: bool = False) -> None:
@@ -472,13 +477,22 @@ class Run:
         cfg, report, env = self.cfg, self.report, self.env
         ratio = report.compression
         smaller = "" if not cfg.model.csg else f" ({ratio:.2f}x fewer than the original)" if ratio >= 1 else \
-            f" ({1 / ratio:.2f}x more than the original: the codes outweigh the kernels they replace)"
+            f" ({1 / ratio:.2f}x more than the original: {outweighs(report)})"
         procs = f" x {env.world_size} processes (lr x {self.lr_factor})" if env.enabled else ""
-        feed = "device loader" if isinstance(self.loader, DeviceLoader) else f"DataLoader, {cfg.data.workers} workers"
+        feed = self.feed
         return (f"{cfg.model.arch}{' CSG' if cfg.model.csg else ''}: {report.total:,} params{smaller}, "
                 f"{len(self.splits.train):,} train / {len(self.splits.val):,} val images (val: "
                 f"{self.splits.sources['val']}), {self.steps_per_epoch} steps per epoch on {self.device}{procs} "
                 f"({feed}); logs in {self.run_dir}")
+
+    @property
+    def feed(self) -> str:
+        """Which loader feeds the training steps (the banner, run.json and acl report say it)."""
+        if isinstance(self.loader, DeviceLoader):
+            return "device loader"
+        workers, asked = usable_workers(self.cfg.data), self.cfg.data.workers
+        return f"DataLoader, {workers} workers" + (f" (data.workers {asked} capped to the cores)" if workers < asked
+                                                    else "")
 
     def _train_epoch(self, epoch: int, stop: dict, stop_after_steps: int | None) -> dict[str, Any]:
         """One pass over the training set (or the rest of one); returns the epoch's training row."""

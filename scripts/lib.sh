@@ -194,7 +194,8 @@ dry_run() {  # DRY_RUN=1: each job's decision, printed as the run prints it (a c
             *) echo "FAILED $(_not_run "$i")" >&2; failed=1;;
         esac
     done
-    printf '%s report %q/* --format markdown --plot %q --overwrite\n' "$ACL" "$OUT" "$OUT/report.png"
+    # what write_report runs after the jobs (over the runs that finished then)
+    printf '%s report %q/* --format markdown --out %q --overwrite\n' "$ACL" "$OUT" "$OUT/report.md"
     exit $failed
 }
 

@@ -170,7 +170,7 @@ def test_export_of_torchvision_trained_on_32_pixels_and_a_failure_is_one_line(tm
                 for a in ("--set", s)])
     assert res.exit_code == 0, res.output
     res = cli("export", run, "--out", tmp_path / "m.pt2", "--format", "pt2")
-    assert res.exit_code == 0 and "input (batch, 3, 32, 32) from the run's validation images" in res.output
+    assert res.exit_code == 0 and "input (batch, 3, 32, 32) from the image shape recorded in the checkpoint" in res.output
 
 
 def test_an_export_the_tracer_cannot_take_is_one_line(tmp_path, cli, monkeypatch):

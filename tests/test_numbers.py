@@ -37,6 +37,8 @@ def _sets(items):
 
 def _script(name, *args, **env):
     full_env = {**{k: v for k, v in os.environ.items() if k not in ("SEEDS", "TASK_INDEX", "EXTRA_SET")}, **env}
+    # the printed commands say `acl`; the dry run asks that acl (acl plan) what each job would do
+    full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env.get('PATH', '')}"
     return subprocess.run(["bash", str(ROOT / "scripts" / name), *map(str, args)], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=120)
 
@@ -74,9 +76,11 @@ def test_every_sweep_command_parses_and_loads(tmp_path, name, seeds):
 
 
 def test_task_index_set_but_empty_is_refused_and_leading_zeros_are_decimal(tmp_path):
-    res = _script("sweep_depth.sh", "/data", 5, tmp_path / "out", TASK_INDEX="", ACL="echo")
+    echo = tmp_path / "acl.sh"  # an acl that plans to train and prints the command it is given
+    echo.write_text('[ "$1" = plan ] && echo train && exit 0\necho "$@"\n')
+    res = _script("sweep_depth.sh", "/data", 5, tmp_path / "out", TASK_INDEX="", ACL=f"sh {echo}")
     assert res.returncode == 2 and "TASK_INDEX must be a job index" in res.stderr
-    res = _script("sweep_depth.sh", "/data", 5, tmp_path / "out", TASK_INDEX="08", ACL="echo")
+    res = _script("sweep_depth.sh", "/data", 5, tmp_path / "out", TASK_INDEX="08", ACL=f"sh {echo}")
     assert res.returncode == 0, res.stderr
     assert "job 8: resnet110" in res.stdout and "model.arch=resnet110" in res.stdout
 

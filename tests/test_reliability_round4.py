@@ -2,6 +2,7 @@
 they ran, and inputs that used to exit 1 with a traceback behind --debug."""
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -129,8 +130,12 @@ def test_overwrite_replaces_only_a_regular_file(tmp_path, cli, finished_run, kin
     if kind == "fifo":
         out = tmp_path / "out.png"
         os.mkfifo(out)
-    else:
-        out = Path("/dev/null")  # making a device node needs root: the real one (as root it would be replaced)
+    else:  # a device node of our own (never /dev/null: a regression would replace the machine's)
+        out = tmp_path / "null.pt"
+        try:
+            os.mknod(out, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("making a device node needs root")
     src = tmp_path / "ckpt.t7"
     torch.save(authors_resnet_state(_trained_like("resnet20", None)), src)
     mode = os.stat(out).st_mode

@@ -130,7 +130,7 @@ def test_cli_refuses_existing_run_dir_and_overwrites_on_request(tmp_path, cli):
     assert res.exit_code == 0, res.output
     assert (run / "best.pt").read_bytes() != first and "epoch   1/1" in res.output
     res = cli("train", "--config", cfg, "--out", run, *sets, "--set", "train.epochs=1")  # now an acl run
-    assert res.exit_code == 2 and "already exists; use --resume" in res.stderr
+    assert res.exit_code == 2 and "already exists; it finished; to train it longer, --resume" in res.stderr
     # resume a finished run with a larger budget: it continues from epoch 2
     res = cli("train", "--resume", run, "--set", "train.epochs=2")
     assert res.exit_code == 0, res.output

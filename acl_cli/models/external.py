@@ -106,7 +106,10 @@ def _factory(arch: str) -> ModelEntry:
     try:
         module = importlib.import_module(module_name)
     except Exception as e:  # any error in a user's module: report it, don't crash
-        raise ValueError(f"{arch}: cannot import {module_name}: {type(e).__name__}: {e}") from None
+        where = (f"; put the folder that holds {module_name.split('.')[0]} on PYTHONPATH (acl does not add the "
+                 "working directory)") if isinstance(e, ModuleNotFoundError) and module_name.startswith(
+                     str(e.name)) else ""
+        raise ValueError(f"{arch}: cannot import {module_name}: {type(e).__name__}: {e}{where}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ValueError(f"{arch}: {module_name} has no function {attr!r}")
