@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import sys
 import traceback
 
@@ -476,13 +475,10 @@ def report_cmd(run_dirs, fmt, by_seed, plot_path, out_path, overwrite):
         check_plot_path(plot_path, overwrite)
     if out_path:  # checked before anything is read: never a link, a FIFO, a run's file, or a file without --overwrite
         check_output_file(Path(out_path), overwrite)
-    runs = [d for d in run_dirs if is_run_dir(d)]
-    others = [d for d in run_dirs if not is_run_dir(d)]
+    paths = [run for d in run_dirs for run in _runs_in(d)]
+    runs = [d for d in paths if is_run_dir(d)]
+    others = [d for d in paths if not is_run_dir(d)]
     if not runs:
-        holders = [d for d in others if Path(d).is_dir() and any(is_run_dir(p) for p in Path(d).iterdir())]
-        if holders:  # a sweep's folder: the runs are inside it
-            raise UserError(f"{holders[0]} holds runs but is not one itself; pass them: acl report "
-                            f"{shlex.quote(str(Path(holders[0])))}/*")
         what = f"{others[0]} is not" if len(others) == 1 else f"none of the {len(others)} paths is"
         raise UserError(f"{what} a run directory (no config.yaml / params.json)")
     if others:
@@ -496,6 +492,19 @@ def report_cmd(run_dirs, fmt, by_seed, plot_path, out_path, overwrite):
         write_text(out_path, table + "\n")
     else:
         click.echo(table)
+
+
+def _runs_in(path: str) -> list[str]:
+    """A sweep's folder (not a run, holding runs) stands for its runs, in name order; any other path for itself."""
+    from pathlib import Path
+
+    from .report import is_run_dir
+
+    folder = Path(path)
+    if is_run_dir(folder) or not folder.is_dir() or folder.is_symlink():
+        return [path]
+    inside = sorted(str(p) for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and is_run_dir(p))
+    return inside or [path]
 
 
 @main.command("list-models")
