@@ -9,14 +9,12 @@ from PIL import Image
 from acl_cli.config import load_config
 from acl_cli.training import train
 
-from test_sent_files import SMALL, _one_line_exit_2, quiet
+from test_sent_files import _one_line_exit_2, quiet
 
 
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("overlap") / "run"
-    train(load_config(None, SMALL), run, log=quiet)
-    return run
+@pytest.fixture
+def digits_run(small_run):
+    return small_run
 
 
 def test_a_reshuffled_split_is_refused_naming_the_overlap(cli, digits_run):

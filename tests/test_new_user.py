@@ -1,5 +1,4 @@
 """What a new user meets from a fresh clone and the README alone (issue 36): the fix named in the message."""
-from pathlib import Path
 
 import pytest
 
@@ -71,16 +70,9 @@ def test_workers_are_capped_to_the_cores(monkeypatch):
     assert usable_workers(cfg) == 0
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    from acl_cli.config import load_config
-    from acl_cli.training import train
-
-    from test_sent_files import SMALL, quiet
-
-    run = tmp_path_factory.mktemp("new_user") / "run"
-    train(load_config(None, SMALL), run, log=quiet)
-    return run
+@pytest.fixture
+def finished(small_run):
+    return small_run
 
 
 def test_rerunning_a_finished_run_names_resume_with_more_epochs(cli, finished):

@@ -18,11 +18,9 @@ from test_authors_import import _trained_like, authors_resnet_state
 from test_sent_files import ROOT, SETS, SMALL, _one_line_exit_2, quiet
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("done") / "run"
-    train(load_config(None, SMALL), run, log=quiet)
-    return run
+@pytest.fixture
+def finished_run(small_run):
+    return small_run
 
 
 def _copy(run: Path, dst: Path) -> Path:

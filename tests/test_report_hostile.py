@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 from acl_cli.cli import main
 
+from test_sent_files import _one_line_exit_2
+
 HEADER = "epoch,step,lr,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,epoch_time,eval_time,img_s\n"
 ROW = "1,2,0.1,1.0,10,50,1.0,{top1},90,{epoch_time},1,{img_s}\n"
 RECORD = {"splits": {"val": "20% of digits held out"}, "sessions": [{"host": "vm", "processes": 1}]}
@@ -39,13 +41,6 @@ def _cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-def _one_line_exit_2(res, *needles):
-    assert res.exit_code == 2, res.output
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def _strict_json(text: str):

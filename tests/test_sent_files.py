@@ -15,6 +15,7 @@ import torch
 
 from acl_cli.config import load_config
 from acl_cli.training import train
+from conftest import SMALL_RUN
 
 SMALL = ["model.arch=resnet20", "model.csg={slice_shape: [16, 16, 3, 3], code_size: 72}", "data.name=digits",
          "data.val_split=0.2", "data.train_subset=64", "data.batch_size=32", "data.workers=0", "train.epochs=1",
@@ -36,11 +37,10 @@ def _one_line_exit_2(res, *needles):
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("done") / "run"
-    train(load_config(None, SMALL), run, log=quiet)
-    return run
+@pytest.fixture
+def finished_run(small_run):
+    assert SMALL == SMALL_RUN  # what the shared run was trained with
+    return small_run
 
 
 def _copy_run(src: Path, dst: Path) -> Path:
