@@ -67,7 +67,7 @@ def _read(src: Path) -> dict[str, Any]:
         raise UserError(f"checkpoint not found: {src}")
     data = torch_load(src, "PyTorch checkpoint")
     net = data.get("net") if isinstance(data, dict) else None
-    if not isinstance(net, dict) or not all(isinstance(v, torch.Tensor) for v in net.values()):
+    if not isinstance(net, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in net.items()):
         raise UserError(f"{src} is not in the authors' format (a dict with a 'net' state_dict)")
     return data
 

@@ -1,6 +1,7 @@
 """Checkpoints: plain data only (loads with ``weights_only=True``), written atomically."""
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickle
@@ -68,6 +69,8 @@ def torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     except MemoryError:
         raise UserError(f"{path}: not enough memory to load it") from None
     except OSError as e:
+        if e.errno == errno.EINVAL:  # torch's zip reader, on a file cut short
+            raise UserError(f"{path} is not a readable {what} (truncated or another format)") from None
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
 
 
@@ -96,6 +99,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
         what = "config" if not isinstance(config, dict) else "weights"
         raise UserError(f"{path} is not a complete acl checkpoint (its {what} is missing or not what acl writes)")
+    classes = state.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise UserError(f"{path} is not a complete acl checkpoint (its classes are not a list of names)")
+    shape = state.get("input_shape")
+    if shape is not None and not (isinstance(shape, list) and len(shape) == 3 and all(
+            type(n) is int and n > 0 for n in shape)):
+        raise UserError(f"{path} is not a complete acl checkpoint (its input_shape is not [channels, height, width])")
     return state
 
 

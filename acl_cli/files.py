@@ -98,10 +98,30 @@ def temp_target(name: str) -> str | None:
     return match.group("target") if match else None
 
 
+@contextlib.contextmanager
+def _parents_made(path: Path) -> Iterator[None]:
+    """The folders above ``path``, made if missing; those made are removed again if the block fails (a file
+    name too long, an export that fails): a failed write leaves nothing behind."""
+    made = []
+    for parent in path.parents:
+        if parent.is_dir():
+            break
+        made.append(parent)
+    if made and ".." in path.parent.parts:  # x/../y: as for any program, only through an x that exists
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield
+    except BaseException:
+        for folder in made:  # deepest first; one that holds something now stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
 def _temp_beside(path: Path) -> tuple[int, str]:
     """A fresh temp file beside ``path``, created exclusively under an unpredictable name (a planted link or
     file is never written through), with the permissions a plain open would give."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600
     return fd, tmp
@@ -110,6 +130,11 @@ def _temp_beside(path: Path) -> tuple[int, str]:
 def atomic_write(path: Path, write) -> None:
     """Write through a temp file in the same folder, fsync, then rename: a reader never sees half a file,
     and a link at ``path`` is replaced by the file, never followed."""
+    with _parents_made(path):
+        _atomic_write(path, write)
+
+
+def _atomic_write(path: Path, write) -> None:
     fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -126,19 +151,20 @@ def atomic_write(path: Path, write) -> None:
 def atomic_path(path: Path) -> Iterator[Path]:
     """:func:`atomic_write` for writers that take a file name (the ONNX exporter): the temp file's path,
     renamed over ``path`` when the block ends, removed if it fails."""
-    fd, tmp = _temp_beside(path)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with _parents_made(path):
+        fd, tmp = _temp_beside(path)
+        os.close(fd)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            yield Path(tmp)
+            fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -88,8 +88,8 @@ def _git_commit() -> str | None:
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-uno"], capture_output=True,
-                               text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "--no-optional-locks", "status", "--porcelain", "-uno"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()  # no index.lock, no write
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")

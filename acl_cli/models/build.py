@@ -62,7 +62,7 @@ def load_pretrained(model: nn.Module, path: str | Path, exclude: list[str] | tup
     except UserError as e:
         raise UserError(f"model.pretrained: {e}") from None
     if isinstance(state, dict) and state.get("format") == "acl-checkpoint":
-        state = state["model"]
+        state = state.get("model")  # missing: "not a state_dict" below
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"model.pretrained: {path} is not a state_dict (a mapping of names to tensors)")
     skipped = sorted(k for k in state if _excluded(k, exclude))
