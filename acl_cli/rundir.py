@@ -40,8 +40,20 @@ def _is_temp(name: str) -> bool:
 
 
 def foreign_entries(run_dir: Path) -> list[str]:
-    """Names in ``run_dir`` that acl did not write, sorted."""
-    return sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_ENTRIES and not _is_temp(p.name))
+    """Names in ``run_dir`` that acl did not write, sorted: a folder named like one of the run's files
+    (``best.pt/``) is not acl's either, nor a file named ``tb``."""
+    return sorted(p.name for p in run_dir.iterdir() if not _is_temp(p.name) and (
+        p.name not in RUN_ENTRIES or (p.is_dir() and not p.is_symlink()) != (p.name == "tb")))
+
+
+def check_no_missing_walk(path: Path) -> None:
+    """Refuse a path that goes up (``..``) out of a folder that does not exist: it would be created on the way
+    (``--out junk/..``), and until then the path cannot be compared with what acl reads or may replace."""
+    parts = path.parts
+    for i, part in enumerate(parts):
+        if part == ".." and i and not Path(*parts[:i]).is_dir():
+            raise UserError(f"{path}: {Path(*parts[:i])} does not exist, so '..' after it cannot be followed; give "
+                            "the folder without it")
 
 
 def _protected(path: Path) -> str | None:
@@ -87,6 +99,7 @@ def _shown(names: list[str]) -> str:
 
 def check_new_run(run_dir: Path) -> None:
     """Refuse (changing nothing) to start a run in ``run_dir`` without ``--overwrite``: it must be absent or empty."""
+    check_no_missing_walk(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} is a file")
     entries = _entries(run_dir) if run_dir.is_dir() else []
@@ -107,6 +120,7 @@ def check_new_run(run_dir: Path) -> None:
 
 def check_replaceable(run_dir: Path) -> None:
     """Refuse (changing nothing) unless ``--overwrite`` may clear ``run_dir``: absent, empty, or an acl run."""
+    check_no_missing_walk(run_dir)
     if run_dir.is_symlink():
         raise UserError(f"refusing to overwrite {run_dir}: it is a symbolic link; give the directory it points to")
     if not run_dir.exists():
@@ -151,9 +165,9 @@ def clear(run_dir: Path) -> None:
     for entry in run_dir.iterdir():
         if entry.name == LOCK or not (entry.name in RUN_ENTRIES or _is_temp(entry.name)):
             continue
-        if entry.is_dir() and not entry.is_symlink():
+        if entry.name == "tb" and entry.is_dir() and not entry.is_symlink():  # the only folder a run writes
             shutil.rmtree(entry)
-        else:
+        elif not entry.is_dir() or entry.is_symlink():
             entry.unlink()
 
 
@@ -247,6 +261,7 @@ def check_output_file(out: Path, overwrite: bool, reads: Path | None = None) -> 
 
 
 def _check_output_file(out: Path, overwrite: bool, reads: Path | None) -> None:
+    check_no_missing_walk(out)
     if out.is_symlink():
         raise UserError(f"refusing to write {out}: it is a symbolic link; give the file it points to")
     if out.is_dir() or out.name in ("", ".", ".."):  # a/.. would make a/ before the write fails
@@ -282,6 +297,7 @@ def _run_holding(out: Path) -> Path | None:
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse before anything is built or written."""
     if resume:
+        check_no_missing_walk(run_dir)
         if not (run_dir / "last.pt").is_file():
             raise UserError(f"cannot resume: {run_dir / 'last.pt'} does not exist")
         check_tb_not_a_link(run_dir)

@@ -320,3 +320,32 @@ def test_report_out_writes_a_regular_file_only(tmp_path, cli, finished_run):
                           (finished_run / "metrics.csv", "a file of the acl run directory")):
         _one_line_exit_2(cli("report", finished_run, "--out", path, "--overwrite"), message)
     assert victim.read_text() == "mine" and fifo.is_fifo()
+
+
+# ---- found by the red team of round 4
+
+
+def test_a_path_up_out_of_a_missing_folder_is_refused_before_anything(tmp_path, cli, finished_run, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp = _copy(finished_run, tmp_path / "exp1")
+    notes = (exp / "config.yaml").read_text() + "# my notes\n"
+    (exp / "config.yaml").write_text(notes)
+    before = _tree(tmp_path)
+    for args in (("train", "--config", "exp1/config.yaml", "--out", "nosuch/../exp1", "--overwrite"),
+                 ("train", "--config", ROOT / "configs/quickstart.yaml", "--out", "junk/..", "--overwrite", *SETS),
+                 ("train", "--config", ROOT / "configs/quickstart.yaml", "--out", "junk/../new", *SETS),
+                 ("export", "exp1", "--out", "nosuch/../exp1/best.pt", "--overwrite"),
+                 ("export", "exp1/best.pt", "--out", "nosuch/../src.pt", "--compact")):
+        _one_line_exit_2(cli(*args), "does not exist, so '..' after it cannot be followed")
+    assert _tree(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["exp1"]
+
+
+@pytest.mark.parametrize("name", ["best.pt", "final.json"])
+def test_overwrite_never_removes_a_folder_named_like_a_run_file(tmp_path, cli, finished_run, name):
+    run = _copy(finished_run, tmp_path / "run")
+    (run / name).unlink()
+    (run / name).mkdir()
+    (run / name / "thesis.txt").write_text("precious")
+    _one_line_exit_2(cli("train", "--config", ROOT / "configs/quickstart.yaml", "--out", run, "--overwrite", *SETS),
+                     f"besides the run it holds {name}")
+    assert (run / name / "thesis.txt").read_text() == "precious"
