@@ -54,6 +54,15 @@ die() {  # MESSAGE: one line, exit 2
     exit 2
 }
 
+not_writable() {  # PATH: why a file the script writes with a redirect may not be written there, or nothing.
+    # A redirect follows a symbolic link (it would fill the file it points to) and blocks on a FIFO.
+    if [ -L "$1" ]; then
+        echo "$1 is a symbolic link (never written through): remove it"
+    elif [ -e "$1" ] && [ ! -f "$1" ]; then
+        echo "$1 is not a regular file: remove it"
+    fi
+}
+
 need_int() {  # WHAT VALUE...: die unless each VALUE is a positive integer (grids write them into YAML as they are)
     local value
     for value in "${@:2}"; do
@@ -271,6 +280,10 @@ run_local() {
             skip) SKIPPED+=("$name"); echo "skip $name (finished)"; continue;;
             conflict|error) line=$(_not_run "$i"); FAILED+=("$line"); echo "FAILED $line" >&2; continue;;
         esac
+        line=$(not_writable "$OUT/$name.log")
+        if [ -n "$line" ]; then
+            FAILED+=("$name: its log $line"); echo "FAILED $name: its log $line" >&2; continue
+        fi
         if [ "$slots" -eq 0 ]; then  # one at a time, here
             echo "start $name"
             "${CMD[@]}" 2>&1 | tee "$OUT/$name.log"
@@ -342,7 +355,7 @@ report_status() {  # --report: after a job array, which tasks finished, and the 
 
 directive_value() {  # WHAT VALUE: VALUE double-quoted for an #SBATCH line, or die if a directive cannot carry it
     case $2 in
-        *$'\n'*|*'"'*|*'\'*) die "$1 '$2' holds a newline, a double quote or a backslash, which an #SBATCH line cannot carry; use another path";;
+        *$'\n'*|*'"'*|*'\'*) die "$1 $(printf '%q' "$2") holds a newline, a double quote or a backslash, which an #SBATCH line cannot carry; use another path";;
     esac
     printf '"%s"' "$2"  # sbatch splits directives at unquoted spaces; within quotes, " and \ would be special
 }
@@ -362,6 +375,16 @@ write_sbatch() {  # OUT/sweep.sbatch: one array task per job; OUT/report.sbatch:
     local exports="" var
     for var in "${SWEEP_VARS[@]}"; do
         [ -n "${!var+x}" ] && exports+="export $var=$(printf '%q' "${!var}")"$'\n'
+    done
+    local setting file
+    for setting in SBATCH_TIME SBATCH_MEM SBATCH_CPUS SBATCH_GPUS SBATCH_MAX_PARALLEL; do  # each fills one directive
+        case ${!setting:-x} in
+            *[!A-Za-z0-9:._-]*) die "$setting $(printf '%q' "${!setting}") must be a plain value (letters, digits, : . _ -), as sbatch takes it";;
+        esac
+    done
+    for file in "$OUT/sweep.sbatch" "$OUT/report.sbatch"; do
+        file=$(not_writable "$file")
+        [ -z "$file" ] || die "$file"
     done
     local limit="" gpus=""
     [ -n "${SBATCH_MAX_PARALLEL:-}" ] && limit="%$SBATCH_MAX_PARALLEL"

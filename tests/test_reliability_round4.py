@@ -349,3 +349,13 @@ def test_overwrite_never_removes_a_folder_named_like_a_run_file(tmp_path, cli, f
     _one_line_exit_2(cli("train", "--config", ROOT / "configs/quickstart.yaml", "--out", run, "--overwrite", *SETS),
                      f"besides the run it holds {name}")
     assert (run / name / "thesis.txt").read_text() == "precious"
+
+
+def test_a_stored_arch_that_names_no_module_gets_no_import_advice():
+    from acl_cli.errors import UserError
+    from acl_cli.models.external import check_import_allowed
+
+    stored = {"model": {"arch": " evilmod:net"}}
+    with pytest.raises(UserError, match="' evilmod' is not a module name, so nothing can be imported") as e:
+        check_import_allowed(stored, stored, "run", [])
+    assert "--allow-import" not in str(e.value)

@@ -232,3 +232,43 @@ def test_the_images_are_unpacked_into_a_new_folder_never_one_left_there(tmp_path
         assert Path(call["root"]).parent == tmp_path / "tmp" and Path(call["root"]).name != "acl-cifar10-jpeg"
     assert victim.read_text() == "untouched"
     assert _files(tmp_path / "tmp") == planted  # the new folder is gone at exit, the old one as it was
+
+
+# ---- found by the red team of round 4: files the scripts write with a redirect
+
+
+def test_a_job_log_that_is_a_link_is_never_written_through(tmp_path):
+    stand_in = tmp_path / "acl.sh"  # plans to train; "trains" by printing
+    stand_in.write_text('[ "$1" = plan ] && echo train && exit 0\n[ "$1" = report ] && exit 0\necho trained\n')
+    victim = tmp_path / "thesis.txt"
+    victim.write_text("three years")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "resnet20.log").symlink_to(victim)
+    res = _script("sweep_depth.sh", tmp_path / "data", 1, out, DEPTHS="20", ACL=f"sh {stand_in}")
+    assert res.returncode == 1, res.stderr
+    assert f"FAILED resnet20: its log {out / 'resnet20.log'} is a symbolic link" in res.stderr
+    assert victim.read_text() == "three years"
+    assert "start resnet20_csg" in res.stdout  # the other jobs still ran
+
+
+@pytest.mark.parametrize("setting", ["SBATCH_TIME", "SBATCH_MEM", "SBATCH_CPUS", "SBATCH_GPUS",
+                                     "SBATCH_MAX_PARALLEL"])
+def test_sbatch_settings_cannot_add_lines_to_the_job_file(tmp_path, setting):
+    out = tmp_path / "out"
+    res = _script("sweep_depth.sh", "--sbatch", tmp_path / "data", 1, out, DEPTHS="20",
+                  **{setting: f"1\ntouch {tmp_path / 'PWN'}"})
+    assert res.returncode == 2 and res.stderr.startswith(f"error: {setting} ") and \
+        len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (out / "sweep.sbatch").exists() and not (tmp_path / "PWN").exists()
+
+
+def test_the_job_file_is_never_written_through_a_link(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("mine")
+    (out / "sweep.sbatch").symlink_to(victim)
+    res = _script("sweep_depth.sh", "--sbatch", tmp_path / "data", 1, out, DEPTHS="20")
+    assert res.returncode == 2 and "sweep.sbatch is a symbolic link" in res.stderr, res.stderr
+    assert victim.read_text() == "mine"

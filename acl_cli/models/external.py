@@ -79,6 +79,9 @@ def check_import_allowed(stored: dict, used: dict, source: str, allowed: tuple[s
     user named on the command line is theirs, as with --config/--set."""
     mine = modules_imported(stored)
     for key, module in modules_imported(used).items():
+        if mine.get(key) == module and not all(p.isidentifier() for p in module.split(".")):
+            raise UserError(f"{source} names {key} {quote(lookup(used, key))}: {quote(module)} is not a module name, "
+                            "so nothing can be imported for it")
         if mine.get(key) == module and module not in allowed:
             raise UserError(f"{source} names {key} {quote(lookup(used, key))}: building it imports the module "
                             f"{quote(module)}, which runs that module's code; if you trust it, add --allow-import {module}")
