@@ -151,10 +151,13 @@ def count_params(config_path, overrides, arch, num_classes, slice_shape, code_si
 
 def _config_source(config_path: str) -> str:
     """Which file ``--config`` read: a file of the user's, or the shipped config a name stands for."""
+    from pathlib import Path
+
     from .config import is_shipped, resolve_config_path
 
     path = resolve_config_path(config_path)
-    return f"{path} (the shipped config {config_path})" if is_shipped(path) else str(path)
+    named = path != Path(config_path) and is_shipped(path)  # a name that found a shipped config, not a file given
+    return f"{path} (the shipped config {config_path})" if named else str(path)
 
 
 def _run_dir_default(config_path: str | None) -> str:
