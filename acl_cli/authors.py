@@ -93,8 +93,10 @@ def convert_state(net: dict[str, torch.Tensor], arch: str) -> tuple[dict[str, to
         if differing:
             warnings.warn(f"{len(differing)} of {len(generators)} generator copies differ from {generators[0][0]} "
                           f"(e.g. {differing[0]}); using {generators[0][0]}", stacklevel=2)
+        if weight.dim() != 2:  # checked first: a 0-d or 1-d tensor has no shape[1]
+            raise UserError(f"generator of shape {tuple(weight.shape)} is not a square {k}x{k} slice generator")
         side = math.isqrt(weight.shape[0] // (k * k))
-        if weight.dim() != 2 or side * side * k * k != weight.shape[0]:
+        if side * side * k * k != weight.shape[0]:
             raise UserError(f"generator of shape {tuple(weight.shape)} is not a square {k}x{k} slice generator")
         state["csg.weight"] = weight
         csg = CSGConfig(slice_shape=[side, side, k, k], code_size=int(weight.shape[1]), layout="flat")

@@ -100,7 +100,7 @@ class DataConfig:
     batch_size: int = 128
     eval_batch_size: Optional[int] = None  # default: 2 x batch_size
     workers: int = 2
-    loader: Literal["auto", "torch", "device"] = "auto"  # device: whole dataset on the GPU, augmented there
+    loader: Literal["auto", "torch", "device"] = "auto"  # device: the decoded split in device memory, augmented there
     synthetic_size: int = 1024  # synthetic: training images (the held-out split is a quarter of it)
 
     def validate(self, path: str) -> None:

@@ -614,18 +614,19 @@ def loader_kwargs(cfg: DataConfig, device: torch.device) -> dict[str, Any]:
 
 
 def train_loader(ds: SplitDataset, cfg: DataConfig, seed: int, device: torch.device, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, began_with: str | None = None):
     sampler = EpochBatchSampler(len(ds), cfg.batch_size, seed, rank, world_size)
-    if use_device_loader(ds, cfg, device):
+    if use_device_loader(ds, cfg, device, began_with):
         return DeviceLoader(ds, device, sampler, workers=usable_workers(cfg))
     return DataLoader(ds, batch_sampler=sampler, **loader_kwargs(cfg, device))
 
 
-def eval_loader(ds: SplitDataset, cfg: DataConfig, device: torch.device, rank: int = 0, world_size: int = 1):
+def eval_loader(ds: SplitDataset, cfg: DataConfig, device: torch.device, rank: int = 0, world_size: int = 1,
+                began_with: str | None = None):
     """Every sample exactly once over all processes: rank r takes positions r, r + N, ... (no padding)."""
     batch = cfg.eval_batch_size or 2 * cfg.batch_size
     positions = range(rank, len(ds), world_size)
-    if use_device_loader(ds, cfg, device):
+    if use_device_loader(ds, cfg, device, began_with):
         return DeviceLoader(ds, device, positions=positions, batch_size=batch, workers=usable_workers(cfg))
     return DataLoader(ds, batch_size=batch, sampler=list(positions), **loader_kwargs(cfg, device))
 
@@ -637,17 +638,35 @@ def _preset_of(ds: SplitDataset) -> str | None:
     return getattr(ds, "preset", None)
 
 
-def use_device_loader(ds: SplitDataset, cfg: DataConfig, device: torch.device) -> bool:
+def use_device_loader(ds: SplitDataset, cfg: DataConfig, device: torch.device, began_with: str | None = None) -> bool:
+    """Whether ``ds`` is fed by the device loader. ``auto`` picks it wherever the decoded split fits comfortably
+    in the device's memory (the GPU's, or RAM on a CPU: there too it keeps training at the step's speed). A
+    resumed run keeps the loader it began with (``began_with``: "device" or "torch"): the two draw their
+    augmentation differently, so switching would change the run's data stream."""
     preset = _preset_of(ds)
     if cfg.loader == "device":
         if preset not in DEVICE_PRESETS:
             raise UserError(f"data.loader: device supports the {', '.join(DEVICE_PRESETS)} presets (small images), "
                             f"not {preset}; use data.loader: torch")
         return True
-    if cfg.loader == "torch" or device.type != "cuda" or preset not in DEVICE_PRESETS:
+    if cfg.loader == "torch" or preset not in DEVICE_PRESETS:
         return False
-    free, _ = torch.cuda.mem_get_info(device)
+    if began_with is not None:
+        return began_with == "device"
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else _available_ram()
     return len(ds) * 3 * 64 * 64 < 0.25 * free  # a generous bound for images of at most 64x64
+
+
+def _available_ram() -> int:
+    """Bytes of memory available to new allocations (MemAvailable), or 0 where that cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 class _Decoded(Dataset):

@@ -203,6 +203,13 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return round(statistics.mean(values), 2), round(statistics.stdev(values), 2) if len(values) > 1 else None
 
 
+def _repeated_seeds(members: list[dict[str, Any]]) -> str:
+    """A note when runs of one group share a seed (a copied run): they are not independent draws, so n and
+    the std overstate what was measured."""
+    seeds = [r["seed"] for r in members]
+    return f"; {len(seeds) - len(set(seeds))} repeat a seed (copies?)" if len(set(seeds)) < len(seeds) else ""
+
+
 def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per experiment: finished runs of the same data, process count and settings but their seed,
     with mean ± std (sample) of best and final top-1 and n. An unfinished run is a row of its own, marked so."""
@@ -221,7 +228,8 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "compression": first["compression"], "n": len(members),
                     "seeds": " ".join(str(r["seed"]) for r in sorted(members, key=lambda r: r["seed"])),
                     "best_top1": best_mean, "best_top1_std": best_std, "final_top1": final_mean,
-                    "final_top1_std": final_std, "selected_on": first["selected_on"], "status": first["status"]})
+                    "final_top1_std": final_std, "selected_on": first["selected_on"],
+                    "status": first["status"] + _repeated_seeds(members)})
     return out
 
 

@@ -88,6 +88,20 @@ def is_acl_run(run_dir: Path) -> bool:
     return False
 
 
+def loader_began_with(run_dir: Path, device) -> str | None:
+    """The loader a run began with, "device" or "torch", from its run record, so that a resume keeps it. A run
+    recorded before acl wrote that down began under the rule of then: ``auto`` meant the device loader only
+    on CUDA (None: the rule of now, which on CUDA is the same)."""
+    try:
+        first = read_json(run_dir / RECORD, what="run record")["sessions"][0]
+        loader = first.get("loader") if isinstance(first, dict) else None
+    except (UserError, KeyError, IndexError, TypeError):
+        loader = None
+    if loader is None:
+        return None if device.type == "cuda" else "torch"
+    return "device" if str(loader).startswith("device") else "torch"
+
+
 def _entries(run_dir: Path) -> list[str]:
     """What ``run_dir`` holds, less our lock and the temps of cut-short writes, sorted."""
     return sorted(p.name for p in run_dir.iterdir() if p.name != LOCK and not _is_temp(p.name))

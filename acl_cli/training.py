@@ -222,8 +222,10 @@ class Run:
         if len(splits.val) == 0:
             raise UserError(f"{cfg.data.name}: the validation split is empty")
         check_split_images(splits, cfg.data)  # a bad file found now, not after a training epoch
-        self.loader = train_loader(splits.train, cfg.data, cfg.train.seed, self.device, env.rank, env.world_size)
-        self.val_loader = eval_loader(splits.val, cfg.data, self.device, env.rank, env.world_size)
+        began_with = rundir.loader_began_with(self.run_dir, self.device) if self.resume else None
+        self.loader = train_loader(splits.train, cfg.data, cfg.train.seed, self.device, env.rank, env.world_size,
+                                   began_with)
+        self.val_loader = eval_loader(splits.val, cfg.data, self.device, env.rank, env.world_size, began_with)
         self.sampler = self.loader.batch_sampler
         self.steps_per_epoch = self.sampler.batches_per_epoch()
 

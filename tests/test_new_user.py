@@ -103,3 +103,38 @@ def test_messages_name_the_fix(cli, tmp_path, args, message):
     res = cli("train", "--config", ROOT / "configs/quickstart.yaml", "--out", tmp_path / "r", *args)
     _one_line_exit_2(res, message)
     assert not (tmp_path / "r").exists()
+
+
+def test_auto_feeds_a_cpu_run_from_the_device_loader_and_a_resume_keeps_the_one_it_began_with(tmp_path):
+    import json
+
+    from acl_cli.config import load_config
+    from acl_cli.training import train
+    from conftest import SMALL_RUN
+
+    lines = []
+    run = tmp_path / "run"
+    cpu = SMALL_RUN + ["train.device=cpu"]  # the rule of a CPU (on CUDA, auto chose the device loader before too)
+    train(load_config(None, cpu), run, log=lines.append)
+    assert "(device loader)" in lines[0] and "DataLoader" not in lines[0]
+    record = json.loads((run / "run.json").read_text())
+    assert record["sessions"][0]["loader"] == "device loader"
+    # a run recorded before the loader was: it began with the DataLoader on a CPU, and a resume keeps that
+    for session in record["sessions"]:
+        del session["loader"]
+    (run / "run.json").write_text(json.dumps(record))
+    lines.clear()
+    train(load_config(None, cpu + ["train.epochs=2"]), run, resume=True, log=lines.append)
+    banner = next(line for line in lines if "steps per epoch" in line)
+    assert "(DataLoader, 0 workers)" in banner, banner
+    assert json.loads((run / "run.json").read_text())["sessions"][-1]["loader"] == "DataLoader, 0 workers"
+
+
+def test_copies_with_one_seed_are_not_passed_off_as_seeds(cli, finished, tmp_path):
+    import json
+    import shutil
+
+    for name in ("a", "b"):
+        shutil.copytree(finished, tmp_path / "sweep" / name)
+    groups = json.loads(cli("report", tmp_path / "sweep", "--by-seed", "--format", "json").output)
+    assert [(g["n"], g["seeds"], g["status"]) for g in groups] == [(2, "0 0", "finished; 1 repeat a seed (copies?)")]

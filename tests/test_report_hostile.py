@@ -218,6 +218,7 @@ _name = _text.filter(lambda n: n not in ("", ".", "..") and "/" not in n and "\0
 
 
 @settings(max_examples=int(os.environ.get("ACL_FUZZ_EXAMPLES", 30)), deadline=None,
+          derandomize="ACL_FUZZ_EXAMPLES" not in os.environ,  # the same examples on every CI run
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(name=_name, run_json=_run_json, params=_params, metrics=_metrics, by_seed=st.booleans())
 def test_any_run_folder_gives_a_valid_report_or_one_line(name, run_json, params, metrics, by_seed):
