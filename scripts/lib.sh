@@ -60,6 +60,8 @@ not_writable() {  # PATH: why a file the script writes with a redirect may not b
         echo "$1 is a symbolic link (never written through): remove it"
     elif [ -e "$1" ] && [ ! -f "$1" ]; then
         echo "$1 is not a regular file: remove it"
+    elif [ -f "$1" ] && [ "$(stat -c %h -- "$1")" -gt 1 ]; then  # a hard link: truncating it empties the other name
+        echo "$1 is a hard link (another name for one of your files): remove it"
     fi
 }
 

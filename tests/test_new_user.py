@@ -138,3 +138,28 @@ def test_copies_with_one_seed_are_not_passed_off_as_seeds(cli, finished, tmp_pat
         shutil.copytree(finished, tmp_path / "sweep" / name)
     groups = json.loads(cli("report", tmp_path / "sweep", "--by-seed", "--format", "json").output)
     assert [(g["n"], g["seeds"], g["status"]) for g in groups] == [(2, "0 0", "finished; 1 repeat a seed (copies?)")]
+
+
+@pytest.mark.parametrize("record", ["nested", "fifo", "not_sessions", "nan_loader"])
+def test_a_hostile_run_record_cannot_hang_or_break_a_resume(tmp_path, small_run, record):
+    """run.json tells a resume which loader the run began with: whatever it holds, the resume goes on (as a
+    run from before that record) or stops in one line, in bounded time."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    run = shutil.copytree(small_run, tmp_path / "run", ignore=shutil.ignore_patterns(".lock"))
+    (run / "run.json").unlink()
+    if record == "fifo":
+        os.mkfifo(run / "run.json")
+    else:
+        (run / "run.json").write_text({"nested": "[" * 100_000, "not_sessions": '{"sessions": {"loader": 1}}',
+                                       "nan_loader": '{"sessions": [{"loader": NaN}]}'}[record])
+    res = subprocess.run([sys.executable, "-m", "acl_cli", "train", "--resume", str(run), "--set", "train.epochs=2",
+                          "--set", "train.device=cpu"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    banner = next(line for line in res.stdout.splitlines() if "steps per epoch" in line)
+    # no readable record of the loader: the run began under the old rule, the DataLoader on a CPU
+    assert "(DataLoader, 0 workers)" in banner, banner
+    assert (run / "run.json").is_file() and not (run / "run.json").is_symlink()

@@ -272,3 +272,18 @@ def test_the_job_file_is_never_written_through_a_link(tmp_path):
     res = _script("sweep_depth.sh", "--sbatch", tmp_path / "data", 1, out, DEPTHS="20")
     assert res.returncode == 2 and "sweep.sbatch is a symbolic link" in res.stderr, res.stderr
     assert victim.read_text() == "mine"
+
+
+@pytest.mark.parametrize("kind", ["hard link", "fifo", "directory"])
+def test_a_job_log_that_is_not_the_scripts_own_file_is_left_alone(tmp_path, kind):
+    stand_in = tmp_path / "acl.sh"
+    stand_in.write_text('[ "$1" = plan ] && echo train && exit 0\n[ "$1" = report ] && exit 0\necho trained\n')
+    mine = tmp_path / "thesis.txt"
+    mine.write_text("three years")
+    out = tmp_path / "out"
+    out.mkdir()
+    log = out / "resnet20.log"
+    {"hard link": lambda: os.link(mine, log), "fifo": lambda: os.mkfifo(log), "directory": log.mkdir}[kind]()
+    res = _script("sweep_depth.sh", tmp_path / "data", 1, out, DEPTHS="20", ACL=f"sh {stand_in}")
+    assert res.returncode == 1 and "FAILED resnet20: its log" in res.stderr, res.stderr
+    assert mine.read_text() == "three years"
