@@ -477,6 +477,8 @@ def report_cmd(run_dirs, fmt, by_seed, plot_path, out_path, overwrite):
     if plot_path:
         check_plot_path(plot_path, overwrite)
     if out_path:  # checked before anything is read: never a link, a FIFO, a run's file, or a file without --overwrite
+        if not Path(out_path).parent.is_dir():
+            raise UserError(f"--out {out_path}: the folder {Path(out_path).parent} does not exist")
         check_output_file(Path(out_path), overwrite)
     paths = [run for d in run_dirs for run in _runs_in(d)]
     runs = [d for d in paths if is_run_dir(d)]

@@ -74,12 +74,16 @@ def read_json(path: str | os.PathLike, what: str = "") -> Any:
     deep) is one line naming the file."""
     label = f"{what} {path}".strip()
     text = read_text(path, what=what)
-    try:
-        return json.loads(text)
+    try:  # strict: NaN and Infinity are not JSON (a record that held them would be rewritten with them)
+        return json.loads(text, parse_constant=_not_json)
     except RecursionError:
         raise UserError(f"{label}: JSON nested too deeply") from None
     except ValueError:
         raise UserError(f"{label} is not valid JSON") from None
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _umask() -> int:

@@ -24,7 +24,7 @@ from .checkpoint import load_checkpoint
 from .config import (NOT_COMPUTATIONAL, Config, ConfigError, apply_overrides, build_config, flatten, lookup,
                      quote)
 from .errors import UserError
-from .files import describe_kind, open_regular_no_follow, read_json, temp_target
+from .files import check_regular, describe_kind, open_regular_no_follow, read_json, temp_target
 from .models.external import check_import_allowed
 
 LOCK = ".lock"
@@ -313,6 +313,8 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume:
         check_no_missing_walk(run_dir)
         if not (run_dir / "last.pt").is_file():
+            if (run_dir / "last.pt").exists():  # a FIFO, a device, a folder: say what it is
+                check_regular(run_dir / "last.pt", "cannot resume:")
             raise UserError(f"cannot resume: {run_dir / 'last.pt'} does not exist")
         check_tb_not_a_link(run_dir)
     elif overwrite:

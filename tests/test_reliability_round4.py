@@ -359,3 +359,31 @@ def test_a_stored_arch_that_names_no_module_gets_no_import_advice():
     with pytest.raises(UserError, match="' evilmod' is not a module name, so nothing can be imported") as e:
         check_import_allowed(stored, stored, "run", [])
     assert "--allow-import" not in str(e.value)
+
+
+def test_report_out_refuses_a_missing_folder_before_reading(tmp_path, cli, finished_run):
+    _one_line_exit_2(cli("report", finished_run, "--out", tmp_path / "nd" / "deep" / "r.md"),
+                     "the folder", "does not exist")
+    assert not (tmp_path / "nd").exists()
+
+
+def test_a_last_pt_that_is_a_fifo_is_named_as_one(tmp_path, cli, finished_run):
+    run = _copy(finished_run, tmp_path / "run")
+    (run / "last.pt").unlink()
+    os.mkfifo(run / "last.pt")
+    _one_line_exit_2(cli("train", "--resume", run, "--set", "train.epochs=2"), "last.pt is a FIFO")
+
+
+def test_a_record_holding_nan_is_not_kept_as_json_it_is_not(tmp_path, finished_run):
+    import json
+
+    from acl_cli.errors import UserError
+    from acl_cli.files import read_json
+
+    (tmp_path / "r.json").write_text('{"sessions": [{"loader": NaN}]}')
+    with pytest.raises(UserError, match="is not valid JSON"):
+        read_json(tmp_path / "r.json")
+    run = _copy(finished_run, tmp_path / "run")
+    (run / "run.json").write_text('{"sessions": [{"loader": NaN}]}')
+    train(load_config(None, SMALL + ["train.epochs=2"]), run, resume=True, log=quiet)
+    json.loads((run / "run.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in run.json"))
