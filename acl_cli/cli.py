@@ -468,18 +468,14 @@ def report_cmd(run_dirs, fmt, by_seed, plot_path, out_path, overwrite):
       acl report runs/*
       acl report runs/sweep/* --by-seed --format csv --plot sweep.png
     """
-    from pathlib import Path
 
     from .files import write_text
-    from .report import check_plot_path, collect, format_rows, is_run_dir, plot
-    from .rundir import check_output_file
+    from .report import check_output_path, check_plot_path, collect, format_rows, is_run_dir, plot
 
     if plot_path:
         check_plot_path(plot_path, overwrite)
-    if out_path:  # checked before anything is read: never a link, a FIFO, a run's file, or a file without --overwrite
-        if not Path(out_path).parent.is_dir():
-            raise UserError(f"--out {out_path}: the folder {Path(out_path).parent} does not exist")
-        check_output_file(Path(out_path), overwrite)
+    if out_path:
+        check_output_path(out_path, "--out", overwrite)
     paths = [run for d in run_dirs for run in _runs_in(d)]
     runs = [d for d in paths if is_run_dir(d)]
     others = [d for d in paths if not is_run_dir(d)]

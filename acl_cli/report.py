@@ -14,7 +14,7 @@ from typing import Any
 
 from .config import NOT_COMPUTATIONAL, ConfigError, build_config, flatten, load_raw, quote
 from .errors import UserError
-from .files import atomic_write, check_regular, read_text
+from .files import atomic_write, read_text
 from .rundir import check_output_file
 
 COLUMNS = ["run", "arch", "csg", "distilled", "params", "compression", "best_top1", "final_top1", "selected_on", "epochs",
@@ -311,11 +311,17 @@ def check_plot_path(path: str | Path, overwrite: bool) -> None:
     if suffix not in PLOT_FORMATS:
         raise UserError(f"--plot {path}: unsupported format {quote(path.suffix or '(none)')}; give a file ending in "
                         f"{', '.join('.' + f for f in PLOT_FORMATS[:4])}, ...")
+    check_output_path(path, "--plot", overwrite)
+
+
+def check_output_path(path: str | Path, option: str, overwrite: bool) -> None:
+    """A file ``report`` writes (``--plot``, ``--out``), checked before anything is read: its folder exists (it is
+    never made), and it is never a folder, a link, a FIFO or device, or a run's own file; an existing one only
+    with ``--overwrite``."""
+    path = Path(path)
     if not path.parent.is_dir():
-        raise UserError(f"--plot {path}: the folder {path.parent} does not exist")
-    if path.exists() and not path.is_symlink() and not path.is_dir():  # those two have their own message
-        check_regular(path, "--plot")  # a FIFO or device is never replaced, --overwrite or not
-    check_output_file(path, overwrite)  # never a folder, a link, or a run's own file; an existing one only with --overwrite
+        raise UserError(f"{option} {path}: the folder {path.parent} does not exist")
+    check_output_file(path, overwrite)
 
 
 def plot(rows: list[dict[str, Any]], path: str | Path, overwrite: bool = False) -> None:
