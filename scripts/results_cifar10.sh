@@ -15,19 +15,33 @@
 # CSG_LR_SCALE=2: each CSG config is trained instead as <config>_lr2, with optim.csg_lr_scale=2 (codes and
 # generator at twice the recipe's lr; see the README, "Codes and generator at their own lr"). With DISTILL
 # too, the name is <config>_lr2_distill.
+# REUSE_GENERATOR=CKPT: each CSG config is trained instead as <config>_reuse, its generator taken from CKPT
+# (an acl checkpoint, e.g. the authors' RN20_1616-128 made one by acl import-original) and kept frozen
+# (model.csg.init_from, model.csg.freeze): only codes, norms and the classifier train. CSG_LR_SCALE still
+# sets the codes' lr but does not rename the run (the committed reuse run is at the lr2 run's lr: the
+# README's command says CSG_LR_SCALE=2). It cannot be combined with DISTILL.
 # The commands that made the committed runs are in the README ("Reproducing the paper"), which a test runs.
 source "$(dirname "$0")/lib.sh"
 parse_args "$@"
 if [ -n "${CSG_LR_SCALE:-}" ] && ! [[ $CSG_LR_SCALE =~ ^[0-9]+(\.[0-9]+)?$ ]]; then
     die "CSG_LR_SCALE must be a number such as 2 or 0.5 (it names the runs), got '$CSG_LR_SCALE'"
 fi
+if [ -n "${REUSE_GENERATOR:-}" ]; then
+    [ -z "${DISTILL:-}" ] || die "REUSE_GENERATOR and DISTILL cannot be combined"
+    [ -f "$REUSE_GENERATOR" ] || die "REUSE_GENERATOR: '$REUSE_GENERATOR' is not a checkpoint file"
+    reuse=$(yaml_str REUSE_GENERATOR "$(realpath -- "$REUSE_GENERATOR")") || exit 2
+fi
 for exp in ${CONFIGS:-resnet20 resnet20_csg_16_72}; do
     name=$exp
     sets=("${RESULTS_SETS[@]}")
     if [[ $exp == *_csg_* ]]; then
         if [ -n "${CSG_LR_SCALE:-}" ]; then
-            name+=_lr$CSG_LR_SCALE
+            [ -n "${REUSE_GENERATOR:-}" ] || name+=_lr$CSG_LR_SCALE
             sets+=(--set "optim.csg_lr_scale=$CSG_LR_SCALE")
+        fi
+        if [ -n "${REUSE_GENERATOR:-}" ]; then
+            name+=_reuse
+            sets+=(--set "model.csg.init_from=$reuse" --set model.csg.freeze=true)
         fi
         if [ -n "${DISTILL:-}" ]; then
             name+=_distill

@@ -43,8 +43,8 @@ def _best(run: Path) -> tuple[float, int]:
 def _variant(run: Path) -> tuple[str, float, bool]:
     """What a run's folder name says (scripts/results_cifar10.sh): the config it was trained from, the lr scale on
     codes and generator (CSG_LR_SCALE: a name ending _lr<scale>) and whether it was distilled (_distill)."""
-    m = re.fullmatch(r"(.+?)(?:_lr(\d+(?:\.\d+)?))?(_distill)?", run.name)
-    return m[1], float(m[2] or 1), bool(m[3])
+    m = re.fullmatch(r"(.+?)(?:_lr(\d+(?:\.\d+)?))?(_reuse)?(_distill)?", run.name)
+    return m[1], float(m[2] or 1), bool(m[4])
 
 
 def test_there_are_committed_runs():
@@ -317,6 +317,42 @@ def test_results_variants_are_named_as_the_results_tests_read_them(tmp_path):
                              capture_output=True, text=True, env={**os.environ, "DRY_RUN": "1", "CSG_LR_SCALE": bad})
         assert res.returncode == 2 and res.stderr.startswith("error: CSG_LR_SCALE must be a number"), res.stderr
         assert res.stderr.count("\n") == 1 and not (tmp_path / "bad").exists()
+
+
+def test_reuse_generator_trains_the_csg_config_from_a_frozen_generator_under_its_own_name(tmp_path):
+    """REUSE_GENERATOR=CKPT: the CSG config as <config>_reuse, generator from CKPT (an absolute path, exactly,
+    whatever it is called) and frozen, the codes' lr from CSG_LR_SCALE; the original trains unchanged."""
+    import os
+
+    ckpt = tmp_path / "gen #1 it's" / "g.pt"  # the script only passes it on: acl train reads it
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"")
+    import sys
+
+    env = {**os.environ, "ACL": f"{sys.executable} -m acl_cli", "DRY_RUN": "1", "REUSE_GENERATOR": str(ckpt),
+           "CSG_LR_SCALE": "2"}
+    res = subprocess.run(["bash", "scripts/results_cifar10.sh", str(tmp_path / "d"), "30", str(tmp_path / "o")],
+                         cwd=ROOT, capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    import shlex
+    jobs = [shlex.split(line) for line in res.stdout.splitlines() if " train " in line]
+    made = dict(_job_config(argv) for argv in jobs)
+    assert list(made) == ["resnet20", "resnet20_csg_16_72_reuse"]
+    csg = made["resnet20_csg_16_72_reuse"]["model"]["csg"]
+    assert csg["init_from"] == str(ckpt) and csg["freeze"] is True
+    assert made["resnet20_csg_16_72_reuse"]["optim"]["csg_lr_scale"] == 2
+    assert made["resnet20"]["model"]["csg"] is None
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for bad, why in ((tmp_path / "none.pt", "is not a checkpoint file"), (fifo, "is not a checkpoint file"),
+                     (tmp_path, "is not a checkpoint file")):
+        res = subprocess.run(["bash", "scripts/results_cifar10.sh", "d", "30", str(tmp_path / "bad")], cwd=ROOT,
+                             capture_output=True, text=True, env={**env, "REUSE_GENERATOR": str(bad)}, timeout=60)
+        assert res.returncode == 2 and why in res.stderr and res.stderr.count("\n") == 1, res.stderr
+        assert not (tmp_path / "bad").exists()
+    res = subprocess.run(["bash", "scripts/results_cifar10.sh", "d", "30", str(tmp_path / "bad")], cwd=ROOT,
+                         capture_output=True, text=True, env={**env, "DISTILL": "1"}, timeout=60)
+    assert res.returncode == 2 and "cannot be combined" in res.stderr, res.stderr
 
 
 def test_the_gpu_results_script_trains_both_pairs_at_the_recipe_and_at_twice_the_csg_lr(tmp_path):
