@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from .config import DataConfig, quote
-from .errors import UserError
-from .files import check_regular
+from ..config import DataConfig, quote
+from ..errors import UserError
+from ..files import check_regular
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the authors' values
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -777,7 +777,3 @@ class DeviceLoader:
         for start in range(0, len(pos_all), self.batch_size):
             pos = pos_all[start:start + self.batch_size]
             yield self._normalise(self.images[pos]), self.targets[pos]
-
-
-__all__ = ["DataSplits", "DeviceLoader", "EpochBatchSampler", "SplitDataset", "balanced_split", "build_splits", "carve",
-           "build_transform", "eval_loader", "load_digits_images", "train_loader", "usable_workers"]

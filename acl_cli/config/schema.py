@@ -20,8 +20,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from .errors import UserError
-from .files import read_bytes
+from ..errors import UserError
+from ..files import read_bytes
 
 
 class ConfigError(UserError):
@@ -478,7 +478,7 @@ def _merge(base: dict, override: dict) -> dict:
 
 def shipped_configs_dir() -> Path:
     """The configs that ship with acl: inside the installed package, or the clone's ``configs/``."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # acl_cli, above this subpackage
     installed, clone = package / "configs", package.parent / "configs"
     return installed if installed.is_dir() or not (package.parent / "setup.cfg").is_file() else clone
 
