@@ -4,7 +4,9 @@ the real run does and the scripts only run what they are told.
 
 Configs and checkpoints are read as data (``weights_only``): nothing a run folder names is imported, and
 nothing is written. A distillation teacher is compared by what it is, the SHA-256 of its weights that the
-run recorded, not by where it was: a clone at another path holds the same teacher under another name.
+run recorded, not by where it was: a clone at another path holds the same teacher under another name. A
+frozen generator a run started from (``model.csg.init_from``) is compared the same way, by its weights, which
+the run's checkpoints hold unchanged.
 """
 from __future__ import annotations
 
@@ -57,6 +59,11 @@ def _lines(run: Path, ran: Config, wanted: Config, ignoring: tuple[str, ...], mo
             if why is None and moved_ok:
                 continue  # the run's own teacher, found at another path
             note = f" ({why or 'moved: the same weights'})"
+        elif key == "model.csg.init_from" and run.is_dir() and isinstance(before, str) and isinstance(after, str):
+            why = generator_mismatch(run, after, ran)
+            if why is None and moved_ok:
+                continue  # the run's own frozen generator, found at another path
+            note = f" ({why or 'moved: the same weights'})"
         lines.append(f"{key}: {shown(before, 300)} -> {shown(after, 300)}{note}")  # paths whole: they differ at the end
     return lines
 
@@ -91,6 +98,26 @@ def teacher_mismatch(run: Path, teacher: str) -> str | None:
         return f"weights not checked: {one_line(e)}"
     digest = weights_sha256(model)
     return None if digest == recorded else f"other weights: sha256 {digest[:12]}, the run's {recorded[:12]}"
+
+
+def generator_mismatch(run: Path, source: str, ran: Config) -> str | None:
+    """None when ``source`` holds the generator that ``run`` kept frozen (its checkpoints hold it unchanged);
+    else why that is not known. A generator that trained on is not the one it started from: never the same."""
+    import torch
+
+    from .checkpoint import load_checkpoint
+
+    if not (ran.model.csg and ran.model.csg.freeze):
+        return "weights not checked: the run trained its generator on"
+    try:
+        wanted = load_checkpoint(source)["model"].get("csg.weight")
+        name = next(n for n in ("best.pt", "last.pt") if (run / n).is_file())
+        held = load_checkpoint(run / name)["model"].get("csg.weight")
+    except (UserError, StopIteration, KeyError, TypeError, AttributeError) as e:
+        return f"weights not checked: {one_line(e) if isinstance(e, UserError) else 'no generator to compare'}"
+    same = isinstance(wanted, torch.Tensor) and isinstance(held, torch.Tensor) and wanted.shape == held.shape \
+        and torch.equal(wanted.float(), held.float())
+    return None if same else "other weights: not the generator the run kept frozen"
 
 
 def plan(run: str | Path, config_path: str, overrides: tuple[str, ...] = ()) -> Plan:

@@ -1,6 +1,7 @@
 """acl plan: the one decision (train, resume, skip, conflict) a sweep and its dry run both follow, made through the
 real acl and the real scripts; a distillation teacher compared by its weights, not its path; originals are
 original networks whatever BASE_CONFIG holds."""
+import json
 import os
 import shlex
 import shutil
@@ -179,3 +180,35 @@ def test_original_jobs_are_original_networks_when_the_base_config_has_a_csg_bloc
     assert res.returncode == 0, res.stderr
     csg = _csg_of_each_job(cli, res.stdout)
     assert csg["resnet20"] is None and csg["resnet20_csg_16_72"]["code_size"] == 72
+
+
+def test_a_frozen_generator_is_compared_by_its_weights_not_its_path(tmp_path, cli, small_run):
+    """A run that kept a generator frozen (model.csg.init_from, freeze) is the same job when that checkpoint
+    moved (a clone at another path, issue 33's reuse run), and a conflict when it holds other weights."""
+    from conftest import SMALL_RUN
+
+    from acl_cli.config import load_config
+
+    source = tmp_path / "gen" / "g.pt"
+    source.parent.mkdir()
+    shutil.copy(small_run / "best.pt", source)
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(load_config(None, SMALL_RUN).to_dict()))
+    sets = ["--config", config]
+    reuse = tmp_path / "reuse"
+    res = cli("train", "--out", reuse, *sets, "--set", f"model.csg.init_from={source}",
+              "--set", "model.csg.freeze=true")
+    assert res.exit_code == 0, res.output
+    moved = tmp_path / "moved #1" / "g.pt"
+    moved.parent.mkdir()
+    shutil.move(source, moved)
+    ask = ("plan", reuse, *sets, "--set", f"model.csg.init_from={json.dumps(str(moved))}", "--set",
+           "model.csg.freeze=true")  # quoted: YAML cuts at " #"
+    res = cli(*ask)
+    assert res.exit_code == 0 and res.output.strip() == "skip (finished)", res.output
+    state = torch.load(moved, weights_only=True)
+    state["model"]["csg.weight"] += 1
+    torch.save(state, moved)
+    res = cli(*ask)
+    assert res.output.startswith("conflict:") and "model.csg.init_from" in res.output, res.output
+    assert "not the generator the run kept frozen" in res.output
