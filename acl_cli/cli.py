@@ -109,17 +109,20 @@ def main():
 @click.option("--code-size", type=int, help="CSG code size.")
 @click.option("--layout", type=click.Choice(["flat", "tile"]), help="CSG slice layout.")
 @click.option("--targets", help="Which convs the CSG generates: authors, all, or roles such as block,pointwise.")
-@click.option("--per-layer", is_flag=True, help="One row per conv: shape, generated or plain, slices, params.")
+@click.option("--per-layer", is_flag=True,
+              help="One row per conv and linear layer: shape, generated or plain, slices, params, MACs.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table",
               show_default=True)
 def count_params(config_path, overrides, arch, num_classes, slice_shape, code_size, layout, targets, per_layer, fmt):
-    """Exact parameter report of a model, with its original twin and the compression ratio.
+    """Exact parameter report of a model, with its original twin and the compression ratio, and its forward MACs
+    per image at the config's image size (the architecture's own without --config) and the CSG's generation's.
 
     \b
     Examples:
       acl count-params --arch resnet56 --slice-shape 12,12,3,3 --code-size 72
       acl count-params --config configs/cifar10/resnet56_csg_12_72.yaml --per-layer --format json
     """
+    from .compute import add_macs, count_input
     from .params import format_report, report_for_config
 
     sets = list(overrides)
@@ -146,7 +149,8 @@ def count_params(config_path, overrides, arch, num_classes, slice_shape, code_si
 
     cfg = load_config(config_path, sets)
     resolve_model_config(cfg.model)
-    click.echo(format_report(report_for_config(cfg.model), fmt, per_layer))
+    shape, source = count_input(cfg, from_data=config_path is not None or any(s.startswith("data.") for s in sets))
+    click.echo(format_report(add_macs(report_for_config(cfg.model), cfg.model, shape, source), fmt, per_layer))
 
 
 def _config_source(config_path: str) -> str:

@@ -1,4 +1,5 @@
-"""Parameter reports: totals, a breakdown by kind, compression against the original twin, unused codes."""
+"""Parameter reports: totals, a breakdown by kind, compression against the original twin, unused codes; with the
+forward MACs of :mod:`acl_cli.compute` where counted."""
 from __future__ import annotations
 
 import csv
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .compute import MacReport
 from .csg import GeneratedConv2d, SliceGenerator, find_generator, kept_plain_summary
 
 KINDS = ("generator", "codes", "conv", "norm", "classifier", "other")
@@ -20,10 +22,13 @@ _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 @dataclass
 class LayerRow:
     name: str
-    shape: list[int]  # (out, in, kh, kw)
+    shape: list[int]  # (out, in, kh, kw); (out, in) for a linear layer
     generated: bool
     slices: int
     params: int
+    kind: str = "conv"  # or "linear"
+    macs: int | None = None  # per image, where counted
+    generation_macs: int = 0  # this layer's kernel generation, per forward pass
 
 
 @dataclass
@@ -41,6 +46,7 @@ class ParamReport:
     unused_code_params: int = 0
     kept_plain: str = ""  # convs convert() left plain although targeted, and why ("16 StdConv2d (weight ...)")
     layers: list[LayerRow] = field(default_factory=list)
+    macs: MacReport | None = None  # acl_cli.compute.add_macs fills it
 
     def to_dict(self, per_layer: bool = False) -> dict[str, Any]:
         d = asdict(self)
@@ -81,7 +87,8 @@ def count_by_kind(model: nn.Module) -> tuple[dict[str, int], int, int]:
     return by_kind, trainable, frozen
 
 
-def conv_rows(model: nn.Module) -> list[LayerRow]:
+def layer_rows(model: nn.Module) -> list[LayerRow]:
+    """One row per conv and per linear layer: the layers whose MACs a count attributes."""
     rows = []
     for name, m in model.named_modules():
         if isinstance(m, GeneratedConv2d):
@@ -91,6 +98,9 @@ def conv_rows(model: nn.Module) -> list[LayerRow]:
         elif isinstance(m, CONVS):  # every conv, 1-d, 3-d and transposed ones too; generated are only 2-d
             params = sum(p.numel() for p in m.parameters(recurse=False))
             rows.append(LayerRow(name, list(m.weight.shape), False, 0, params))
+        elif isinstance(m, nn.Linear):
+            params = sum(p.numel() for p in m.parameters(recurse=False))
+            rows.append(LayerRow(name, [m.out_features, m.in_features], False, 0, params, "linear"))
     return rows
 
 
@@ -99,7 +109,7 @@ def parameter_report(model: nn.Module, original: nn.Module, arch: str = "", csg:
     total = trainable + frozen
     original_total = sum(count_by_kind(original)[1:])
     report = ParamReport(arch, csg, total, trainable, frozen, by_kind, original_total,
-                         round(original_total / total, 4), layers=conv_rows(model))
+                         round(original_total / total, 4), layers=layer_rows(model))
     generator = find_generator(model)
     if generator is not None:
         report.num_codes = sum(layer.num_slices for layer in generator.layers)
@@ -157,6 +167,21 @@ def _csg_summary(r: ParamReport) -> str:
     return f"slice {'x'.join(map(str, r.csg['slice_shape']))}, code {r.csg['code_size']}, {r.csg['layout']} layout"
 
 
+def _macs_rows(r: ParamReport) -> list[tuple[str, str]]:
+    m = r.macs
+    if m is None:
+        return []
+    image = f"{'x'.join(map(str, m.input_shape))} ({m.input_from})"
+    if m.error:
+        return [("input", image), ("MACs", f"not counted: {m.error}")]
+    rows = [("input", image), ("MACs", f"{m.per_image:,} per image (convs and linear layers, as the network runs them)")]
+    if r.csg:
+        share = f" ({m.generation / m.per_image:.1%} of one image's)" if m.per_image else ""
+        rows.append(("generation MACs", f"{m.generation:,} per forward pass, whatever its batch{share}"))
+    ratio = "-" if m.ratio is None else f"{m.ratio:.2f}x"
+    return rows + [("original MACs", f"{m.original_per_image:,}"), ("MACs ratio", ratio)]
+
+
 def _summary_rows(r: ParamReport) -> list[tuple[str, str]]:
     rows = [("arch", r.arch)]
     if r.csg:
@@ -169,52 +194,69 @@ def _summary_rows(r: ParamReport) -> list[tuple[str, str]]:
         rows.append(("unused codes", f"{r.unused_codes:,} ({r.unused_code_params:,} params never reach a kernel)"))
         if r.kept_plain:
             rows.append(("kept plain", r.kept_plain))
+    return rows + _macs_rows(r)
+
+
+LAYER_HEADER = ["layer", "shape", "type", "slices", "params", "macs", "generation_macs"]
+
+
+def _layer_cells(r: ParamReport, number=lambda n: f"{n:,}") -> list[list]:
+    """The per-layer rows, and one for the MACs outside every conv and linear layer where there are some: the
+    MACs column sums to the MACs per image."""
+    def macs(n: int | None):
+        return "-" if n is None else number(n)
+    rows = [[row.name, "x".join(map(str, row.shape)),
+             "linear" if row.kind == "linear" else "generated" if row.generated else "plain",
+             row.slices, number(row.params), macs(row.macs), number(row.generation_macs)] for row in r.layers]
+    if r.macs is not None and r.macs.other:
+        rows.append(["(other ops)", "", "other", 0, number(0), number(r.macs.other), number(0)])
     return rows
 
 
-def _layer_table(r: ParamReport) -> list[list[str]]:
-    return [[row.name, "x".join(map(str, row.shape)), "generated" if row.generated else "plain",
-             str(row.slices), f"{row.params:,}"] for row in r.layers]
+def _csv(r: ParamReport, per_layer: bool) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["key", "value"])
+    flat = r.to_dict()
+    by_kind = flat.pop("by_kind")
+    csg = flat.pop("csg") or {}
+    macs = flat.pop("macs") or {}
+    w.writerow(["arch", flat.pop("arch")])
+    w.writerow(["csg", _csg_summary(r)])
+    for k, v in flat.items():
+        w.writerow([k, v])
+    for k, v in csg.items():
+        w.writerow([f"csg.{k}", v])
+    for k, v in by_kind.items():
+        w.writerow([f"by_kind.{k}", v])
+    for k, v in macs.items():
+        w.writerow([f"macs.{k}", "x".join(map(str, v)) if k == "input_shape" else v])
+    if per_layer:
+        w.writerow([])
+        w.writerow(LAYER_HEADER)
+        w.writerows(_layer_cells(r, number=lambda n: n))
+    return buf.getvalue().rstrip("\n")
 
 
 def format_report(r: ParamReport, fmt: str = "table", per_layer: bool = False) -> str:
     if fmt == "json":
         return json.dumps(r.to_dict(per_layer), indent=2)
     if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["key", "value"])
-        flat = r.to_dict()
-        by_kind = flat.pop("by_kind")
-        csg = flat.pop("csg") or {}
-        w.writerow(["arch", flat.pop("arch")])
-        w.writerow(["csg", _csg_summary(r)])
-        for k, v in flat.items():
-            w.writerow([k, v])
-        for k, v in csg.items():
-            w.writerow([f"csg.{k}", v])
-        for k, v in by_kind.items():
-            w.writerow([f"by_kind.{k}", v])
-        if per_layer:
-            w.writerow([])
-            w.writerow(["layer", "shape", "type", "slices", "params"])
-            for row in r.layers:
-                w.writerow([row.name, "x".join(map(str, row.shape)), "generated" if row.generated else "plain",
-                            row.slices, row.params])
-        return buf.getvalue().rstrip("\n")
-    header = ["layer", "shape", "type", "slices", "params"]
+        return _csv(r, per_layer)
+    header = ["layer", "shape", "type", "slices", "params", "MACs", "generation MACs"]
+    table = [[str(c) for c in row] for row in _layer_cells(r)]
     if fmt == "markdown":
         lines = ["| key | value |", "|---|---|"] + [f"| {k.strip()} | {v} |" for k, v in _summary_rows(r)]
         if per_layer:
             lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(row) + " |" for row in _layer_table(r)]
+            lines += ["| " + " | ".join(row) + " |" for row in table]
         return "\n".join(lines)
     width = max(len(k) for k, _ in _summary_rows(r))
     lines = [f"{k:<{width}}  {v}" for k, v in _summary_rows(r)]
     if per_layer:
-        table = [header] + _layer_table(r)
+        table = [header] + table
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         lines.append("")
         for row in table:
-            lines.append("  ".join(c.rjust(w) if i == 4 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+            lines.append("  ".join(c.rjust(w) if i >= 4 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
     return "\n".join(lines)

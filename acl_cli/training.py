@@ -26,6 +26,7 @@ from tqdm import tqdm
 from . import distributed, interrupts, rundir
 from .csg import kept_plain_summary
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .compute import add_macs
 from .config import Config, absolute_paths, build_config
 from .data import (DeviceLoader, build_splits, check_classes, check_split_images, eval_loader, sample_fingerprint,
                    train_loader, usable_workers)
@@ -416,6 +417,7 @@ class Run:
             raise UserError(f"cannot prepare run directory {run_dir}: {e.strerror or e}") from None
         self._write_run_record()  # first: the mark that acl made this folder
         write_text(run_dir / "config.yaml", cfg.to_yaml())
+        add_macs(self.report, cfg.model, self.input_shape, "the run's images")  # counted on copies, never this model
         write_text(run_dir / "params.json", json.dumps(self.report.to_dict(per_layer=True), indent=2))
         write_text(run_dir / "metrics.csv", metrics_csv(self.progress["history"]))
         # a resume drops what was logged after its checkpoint, never the points of the step it resumes at
