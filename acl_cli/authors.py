@@ -5,6 +5,12 @@ repeated under every block as ``CSG.weight`` (older files: ``CLG.weight``), code
 sometimes float16. We rename the keys to our architectures', keep one generator, infer the slice shape and
 code size from the tensor shapes (file names are not always right) and load strictly: a file that does not
 fit the named architecture is refused, never partially loaded.
+
+Their baselines (``resnet_{sep,crelu,gcnn}.py``, ``densenet_{sep,crelu,gcnn}.py``) import into ``resnet{N}_sep``
+... ``densenet_bc_{D}_{k}_gcnn``: a separable pair ``conv_dw``/``conv_pw`` becomes ``depthwise``/``pointwise`` of
+one conv, GrouPy's p4 filters are converted to ours (:func:`.models.p4_conv.weight_from_groupy`) and its
+``transform_indices`` buffers dropped (indices it recomputes from the kernel size), and the G-CNN DenseNet's
+unused ``CSG.weight`` is its ``unused_csg.weight``, not a generator.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from .checkpoint import save_checkpoint, torch_load
 from .config import Config, CSGConfig, DataConfig, ModelConfig, quote
 from .errors import UserError
 from .models import create_model, get_model_entry
+from .models.p4_conv import weight_from_groupy
 from .rundir import check_output_file
 
 _RESNET_RULES = [  # (pattern, replacement) applied in order to each key of their CIFAR ResNet
@@ -40,9 +47,20 @@ _GENERATOR = re.compile(r"(^|\.)(CSG|CLG)\.weight$")
 _MOBILENET_RULES = [
     (r"^layers\.(\d+)\.code1$", r"layers.\1.conv1.codes"),  # mobilenetv2_bcsg.py: each block's expansion conv
 ]
+_SEPARABLE_STEM_RULES = [(r"^conv_dw1\.", "conv1.depthwise."), (r"^conv_pw1\.", "conv1.pointwise.")]
 _RULES = {"resnet": _RESNET_RULES, "densenet": _DENSENET_RULES, "shufflenet": _SHUFFLENET_RULES,
-          "mobilenet": _MOBILENET_RULES}
+          "mobilenet": _MOBILENET_RULES,
+          "resnet_sep": _SEPARABLE_STEM_RULES + [  # ResNetBasicblockSep1: its first 3x3 conv is a separable pair
+              (r"^stage_(\d)\.(\d+)\.conv_dw1\.", r"stage_\1.\2.conv_a.depthwise."),
+              (r"^stage_(\d)\.(\d+)\.conv_pw1\.", r"stage_\1.\2.conv_a.pointwise.")] + _RESNET_RULES,
+          "resnet_crelu": _RESNET_RULES, "resnet_gcnn": _RESNET_RULES,
+          "densenet_sep": _SEPARABLE_STEM_RULES + [
+              (r"^dense(\d)\.(\d+)\.conv_dw\.", r"dense\1.\2.conv2.depthwise."),
+              (r"^dense(\d)\.(\d+)\.conv_pw\.", r"dense\1.\2.conv2.pointwise.")] + _DENSENET_RULES,
+          "densenet_crelu": _DENSENET_RULES,
+          "densenet_gcnn": [(r"^CSG\.weight$", "unused_csg.weight")] + _DENSENET_RULES}  # a CSG nothing calls
 _KERNEL = {"resnet": 3, "densenet": 3, "shufflenet": 1, "mobilenet": 1}  # the slice window of their generators
+_GROUPY_INDICES = re.compile(r"\.transform_indices$")  # GrouPy's buffers: computed from the kernel size, not learned
 
 
 def _family(arch: str) -> str:
@@ -54,6 +72,8 @@ def _family(arch: str) -> str:
         return "resnet"
     if module.endswith("densenet_bc"):
         return "densenet"
+    if module.endswith(("cifar_resnet_baselines", "densenet_bc_baselines")):  # resnet56_sep -> resnet_sep
+        return ("resnet_" if module.endswith("cifar_resnet_baselines") else "densenet_") + arch.rsplit("_", 1)[1]
     if module.endswith("shufflenet_v2"):
         return "shufflenet"
     if module.endswith("mobilenet_v2"):
@@ -75,17 +95,23 @@ def _read(src: Path) -> dict[str, Any]:
 def convert_state(net: dict[str, torch.Tensor], arch: str) -> tuple[dict[str, torch.Tensor], CSGConfig | None, int]:
     """Their state_dict -> (ours, the CSG settings it implies, num_classes)."""
     family = _family(arch)
-    rules, k = _RULES[family], _KERNEL[family]
+    rules, k = _RULES[family], _KERNEL.get(family, 3)
     state, generators = {}, []
     for key, value in net.items():
         key = key.removeprefix("module.")
         value = value.float() if value.is_floating_point() else value
-        if _GENERATOR.search(key):
-            generators.append((key, value))
+        if family.endswith("_gcnn") and _GROUPY_INDICES.search(key):
             continue
+        ours = key
         for pattern, repl in rules:
-            key = re.sub(pattern, repl, key)
-        state[key] = value
+            ours = re.sub(pattern, repl, ours)
+        if _GENERATOR.search(ours):
+            generators.append((key, value))
+        elif family.endswith("_gcnn") and value.dim() == 5 and value.shape[2] == 4 and value.shape[3] == value.shape[4]:
+            # a P4ConvP4 weight (out, in, 4, k, k); any other shape is named by the strict load below
+            state[ours] = weight_from_groupy(value)
+        else:
+            state[ours] = value
     csg = None
     if generators:
         weight = generators[0][1]

@@ -10,7 +10,12 @@ from torch import nn
 from ..csg import AUTHORS_TARGETS, ROLES, GeneratedConvFactory, SliceGenerator, attach_generator, convert
 from ..config import ConfigError, ModelConfig, quote
 from .registry import MODELS, AuthorsCSGInit, ModelEntry, register_model
-from . import cifar_resnet, densenet_bc, imagenet_densenet, imagenet_resnet, mobilenet_v2, shufflenet_v2  # noqa: F401,E501
+from . import cifar_resnet, densenet_bc, imagenet_densenet, imagenet_resnet, mobilenet_v2, shufflenet_v2
+from . import cifar_resnet_baselines, densenet_bc_baselines
+
+# importing a family registers its models; the baselines extend the CIFAR ResNet and DenseNet-BC families
+FAMILIES = (cifar_resnet, densenet_bc, imagenet_densenet, imagenet_resnet, mobilenet_v2, shufflenet_v2,
+            cifar_resnet_baselines, densenet_bc_baselines)
 
 __all__ = ["MODELS", "create_model", "get_model_entry", "list_models", "register_model", "resolve_model_config",
            "resolve_targets"]
@@ -101,7 +106,8 @@ def create_model(arch: str, num_classes: int | None = None, csg: Any = None) -> 
         model = entry.constructor(num_classes=num_classes, conv=GeneratedConvFactory(generator, targets))
         if not generator.layers:
             raise ValueError(f"{arch}: no conv of the targeted roles has a {generator.slice_shape[2]}x"
-                             f"{generator.slice_shape[3]} kernel, so nothing would be generated")
+                             f"{generator.slice_shape[3]} kernel, so nothing would be generated"
+                             + (f"; {entry.csg_note}" if entry.csg_note else ""))
         attach_generator(model, generator)
     init_csg(generator, spec.init, entry.csg_init)
     generator.weight.requires_grad_(not spec.freeze)

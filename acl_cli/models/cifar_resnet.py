@@ -17,6 +17,21 @@ from ..csg import ConvFactory, plain_conv
 from .registry import CIFAR_RESNET_INIT, register_model
 
 
+def init_as_authors(model: nn.Module) -> None:
+    """The authors' CIFAR ResNet init: convs N(0, 2/(k*k*out)), norms 1/0, linears Kaiming-normal with zero bias."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / k))
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):  # the authors' resnet_bcsg.py: kaiming_normal, zero bias
+            nn.init.kaiming_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class OptionAShortcut(nn.Module):
     """Every second pixel, then zero channels appended (no parameters)."""
 
@@ -64,17 +79,7 @@ class CifarResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.stage1, self.stage2, self.stage3 = stages
         self.classifier = nn.Linear(64, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                k = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / k))
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):  # the authors' resnet_bcsg.py: kaiming_normal, zero bias
-                nn.init.kaiming_normal_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_as_authors(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
@@ -91,4 +96,5 @@ def _make(depth: int):
     return register_model(input_size=32, csg_init=CIFAR_RESNET_INIT)(constructor)
 
 
-resnet20, resnet32, resnet44, resnet56, resnet110, resnet1202 = map(_make, (20, 32, 44, 56, 110, 1202))
+DEPTHS = (20, 32, 44, 56, 110, 1202)  # the registered depths (the baselines register the same)
+resnet20, resnet32, resnet44, resnet56, resnet110, resnet1202 = map(_make, DEPTHS)

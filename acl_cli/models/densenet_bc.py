@@ -80,8 +80,6 @@ def _make(depth: int, growth: int):
     return register_model(input_size=32, csg_init=DEFAULT_CSG_INIT)(constructor)
 
 
-densenet_bc_40_12 = _make(40, 12)
-densenet_bc_40_36 = _make(40, 36)
-densenet_bc_40_48 = _make(40, 48)
-densenet_bc_100_12 = _make(100, 12)
-densenet_bc_190_40 = _make(190, 40)
+SIZES = ((40, 12), (40, 36), (40, 48), (100, 12), (190, 40))  # (depth, growth) registered (and their baselines)
+densenet_bc_40_12, densenet_bc_40_36, densenet_bc_40_48, densenet_bc_100_12, densenet_bc_190_40 = (
+    _make(depth, growth) for depth, growth in SIZES)

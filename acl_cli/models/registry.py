@@ -30,15 +30,18 @@ class ModelEntry:
     num_classes: int  # classifier outputs when a config does not say: the constructor's default
     authors_targets: tuple[str, ...]  # the conv roles the authors generated in this architecture
     external: bool = False  # built plain (torchvision, timm, a user's factory) and converted afterwards
+    baseline_of: str | None = None  # a baseline the authors compared CSG with: the original it stands in for
+    csg_note: str = ""  # why a CSG finds nothing to generate with the default targets, where that is so
 
 
 MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(*, input_size: int, csg_init: AuthorsCSGInit, authors_targets: tuple[str, ...] = ("block",)):
+def register_model(*, input_size: int, csg_init: AuthorsCSGInit, authors_targets: tuple[str, ...] = ("block",),
+                   baseline_of: str | None = None, csg_note: str = ""):
     def decorate(constructor):
         classes = inspect.signature(constructor).parameters["num_classes"].default
         MODELS[constructor.__name__] = ModelEntry(constructor.__name__, constructor, input_size, csg_init, classes,
-                                                  tuple(authors_targets))
+                                                  tuple(authors_targets), baseline_of=baseline_of, csg_note=csg_note)
         return constructor
     return decorate
