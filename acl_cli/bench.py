@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .compute import achieved_gflop_s, add_macs
 from .config import Config
 from .data import (DEVICE_PRESETS, DeviceLoader, EpochBatchSampler, build_splits, input_side, loader_kwargs,
                    use_device_loader, usable_workers)
@@ -21,6 +22,7 @@ from .device import autocast
 from .distill import load_teacher
 from .models.build import build_model
 from .optim import build_optimizer
+from .params import report_for_config
 from .errors import UserError
 from .models import get_model_entry
 
@@ -186,6 +188,7 @@ def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int 
                         # a dispatch-level count would see the eager fallback, not the compiled CPU code
                         "kernels_per_step": None if s.compile_s is not None and device.type != "cuda"
                         else kernels_per_step(s.train_step, device)}
+    _add_compute(result, cfg, side)
     c, o = result["csg"], result["original"]
     if teacher_forward:  # what distillation adds to each training step: one forward of the teacher
         result["teacher"] = {"source": teacher_source, "forward_ms": 1e3 * statistics.median(teacher_times)}
@@ -197,6 +200,22 @@ def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int 
     if c["peak_memory_mb"] is not None:
         result["ratios"]["peak_memory"] = c["peak_memory_mb"] / o["peak_memory_mb"]
     return result
+
+
+def _add_compute(result: dict[str, Any], cfg: Config, side: int) -> None:
+    """The counted forward MACs per image beside the measured rates: achieved GFLOP/s, 2 FLOPs a MAC over the
+    forward pass (a training step's backward does about twice the forward's work again, not counted here)."""
+    macs = add_macs(report_for_config(cfg.model), cfg.model, [3, side, side], f"{side}x{side} benchmark batches").macs
+    per_image = {"csg": macs.per_image, "original": macs.original_per_image}
+    for name in ("csg", "original"):
+        r = result[name]
+        r["macs"] = per_image[name]
+        r["generation_macs"] = macs.generation if name == "csg" and macs.per_image is not None else 0
+        r["train_gflop_s"] = achieved_gflop_s(r["macs"], r["train_img_s"])
+        if "infer_img_s" in r:
+            r["infer_gflop_s"] = achieved_gflop_s(r["macs"], r["infer_img_s"])
+    if macs.error:
+        result["macs_error"] = macs.error
 
 
 def bench_loaders(cfg: Config, device: torch.device, batches: int = 50) -> dict[str, Any]:
@@ -247,6 +266,7 @@ def bench_epochs(cfg: Config, device: torch.device, epochs: int = 3) -> dict[str
     epoch time is the training pass alone, as ``metrics.csv`` records it, synchronised with the device.
     """
     import csv
+    import json
     import tempfile
     from pathlib import Path
 
@@ -272,11 +292,13 @@ def bench_epochs(cfg: Config, device: torch.device, epochs: int = 3) -> dict[str
                 raise KeyboardInterrupt from None
             with open(Path(tmp) / "run" / "metrics.csv", newline="") as f:
                 rows = list(csv.DictReader(f))
+            macs = json.loads((Path(tmp) / "run" / "params.json").read_text())["macs"]  # as the run counted them
         times = [float(r["epoch_time"]) for r in rows]
         images = round(float(rows[-1]["img_s"]) * float(rows[-1]["epoch_time"]))
         steady = statistics.median(times[1:])
         result[name] = {"params": final["params"], "images_per_epoch": images, "warmup_epoch_s": times[0],
-                        "epoch_s": steady, "train_img_s": images / steady, "val_top1": final["val_top1"]}
+                        "epoch_s": steady, "train_img_s": images / steady, "val_top1": final["val_top1"],
+                        "macs": macs["per_image"], "train_gflop_s": achieved_gflop_s(macs["per_image"], images / steady)}
     result["ratios"] = {"epoch": result["csg"]["epoch_s"] / result["original"]["epoch_s"]}
     return result
 
@@ -292,6 +314,9 @@ def format_epochs(r: dict[str, Any]) -> str:
     lines.append(f"{'warm-up epoch (s)':<24}{c['warmup_epoch_s']:>14.2f}{o['warmup_epoch_s']:>14.2f}")
     lines.append(f"{'epoch (s)':<24}{c['epoch_s']:>14.3f}{o['epoch_s']:>14.3f}{r['ratios']['epoch']:>14.3f}")
     lines.append(f"{'train img/s':<24}{c['train_img_s']:>14,.0f}{o['train_img_s']:>14,.0f}")
+    if c["macs"] is not None and o["macs"] is not None:
+        lines.append(f"{'MACs per image':<24}{c['macs']:>14,}{o['macs']:>14,}")
+        lines.append(f"{'train GFLOP/s (fwd)':<24}{c['train_gflop_s']:>14.2f}{o['train_gflop_s']:>14.2f}")
     return "\n".join(lines)
 
 
@@ -299,7 +324,9 @@ def format_models(r: dict[str, Any]) -> str:
     rows = [("params", "{:,}", "params"), ("train step (ms)", "{:.2f}", "train_step_ms"),
             ("train img/s", "{:,.0f}", "train_img_s"), ("inference (ms)", "{:.2f}", "infer_ms"),
             ("inference img/s", "{:,.0f}", "infer_img_s"), ("peak memory (MiB)", "{:.0f}", "peak_memory_mb"),
-            ("kernels per step", "{:,}", "kernels_per_step"), ("compile (s)", "{:.1f}", "compile_s")]
+            ("kernels per step", "{:,}", "kernels_per_step"), ("compile (s)", "{:.1f}", "compile_s"),
+            ("MACs per image", "{:,}", "macs"), ("generation MACs/pass", "{:,}", "generation_macs"),
+            ("train GFLOP/s (fwd)", "{:.2f}", "train_gflop_s"), ("inference GFLOP/s", "{:.2f}", "infer_gflop_s")]
     ratio_of = {"params": "params", "train_step_ms": "train_step", "infer_ms": "infer", "peak_memory_mb": "peak_memory",
                 "kernels_per_step": "kernels_per_step"}
     lines = [f"{r['arch']} on {r['device']}, batch {r['batch_size']} of {r['image_size']}x{r['image_size']} images "
@@ -313,6 +340,8 @@ def format_models(r: dict[str, Any]) -> str:
         ratio = r["ratios"].get(ratio_of.get(key, ""), None)
         lines.append(f"{label:<20}{fmt.format(c):>14}{fmt.format(o):>14}"
                      f"{'' if ratio is None else f'{ratio:.3f}':>14}")
+    if r.get("macs_error"):
+        lines.append(f"MACs not counted: {r['macs_error']}")
     if r.get("teacher"):
         t = r["teacher"]
         lines.append(f"distillation: the teacher {t['source']} adds {t['forward_ms']:.2f} ms of forward pass to each "

@@ -1,5 +1,5 @@
 """Summaries of finished (or running) runs: one row per run directory, runs that differ only by their seed
-grouped into mean ± std, and accuracy against parameters."""
+grouped into mean ± std, and accuracy against parameters and against MACs."""
 from __future__ import annotations
 
 import csv
@@ -17,7 +17,7 @@ from .errors import UserError
 from .files import atomic_write, read_text
 from .rundir import check_output_file
 
-COLUMNS = ["run", "arch", "csg", "distilled", "params", "compression", "best_top1", "final_top1", "selected_on", "epochs",
+COLUMNS = ["run", "arch", "csg", "distilled", "params", "compression", "macs", "best_top1", "final_top1", "selected_on", "epochs",
            "status", "wall_min", "img_s", "seed", "made"]
 
 
@@ -82,7 +82,7 @@ def _processes(record: dict[str, Any]) -> int:
 # Runs that differ only in these (and their seed) are one experiment. The data root is not among them:
 # another folder may hold other data, so runs on two roots are never averaged together.
 _NOT_THE_EXPERIMENT = ("train.seed", *(k for k in NOT_COMPUTATIONAL if k != "data.root"))
-GROUP_COLUMNS = ["group", "arch", "csg", "distilled", "params", "compression", "n", "seeds", "best_top1", "best_top1_std",
+GROUP_COLUMNS = ["group", "arch", "csg", "distilled", "params", "compression", "macs", "n", "seeds", "best_top1", "best_top1_std",
                  "final_top1", "final_top1_std", "selected_on", "status"]
 
 
@@ -117,14 +117,22 @@ def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / "config.yaml").is_file() and (Path(path) / "params.json").is_file()
 
 
-def _params(run: Path) -> tuple[int, float]:
-    """The parameter count and compression of params.json. A count that is no whole number in [0, 2**63) or a
-    ratio that is no finite number is an edited file: refused by name."""
+def _macs(params: dict[str, Any]) -> int | None:
+    """The MACs per image params.json records, or None: a run from before they were counted, one whose model
+    could not be counted, or a figure that is no whole number in [0, 2**63)."""
+    macs = params.get("macs")
+    value = macs.get("per_image") if isinstance(macs, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
+
+
+def _params(run: Path) -> tuple[int, float, int | None]:
+    """The parameter count, compression and MACs per image of params.json. A count that is no whole number in
+    [0, 2**63) or a ratio that is no finite number is an edited file: refused by name."""
     try:
         params = json.loads(read_text(run / "params.json"))
         total, compression = int(params["total"]), float(params["compression"])
         if 0 <= total < 2**63 and math.isfinite(compression):  # more is no network's, and no plot could draw it
-            return total, compression
+            return total, compression, _macs(params)
     except UserError:
         raise
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError):  # int(1e999), JSON nested deep
@@ -170,7 +178,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         raise UserError(f"{run}: {e}") from None
     except (ValueError, KeyError, TypeError, OSError, RecursionError):
         raise UserError(f"{run}: config.yaml is not readable (cut short or edited?)") from None
-    total, compression = _params(run)
+    total, compression, macs = _params(run)
     metrics = _metrics(run)
     record = _run_record(run)
     finished = (run / "final.json").exists()
@@ -183,6 +191,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         "distilled": _distilled(cfg),
         "params": total,
         "compression": compression,
+        "macs": macs,
         "best_top1": metrics["best_top1"],
         "final_top1": metrics["final_top1"],
         "selected_on": _selected_on(record, cfg),
@@ -225,7 +234,7 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"group": names.pop() if len(names) == 1 else f"{first['run']} (+{len(members) - 1})",
                     "arch": first["arch"], "csg": first["csg"], "distilled": first["distilled"],
                     "params": first["params"],
-                    "compression": first["compression"], "n": len(members),
+                    "compression": first["compression"], "macs": first["macs"], "n": len(members),
                     "seeds": " ".join(str(r["seed"]) for r in sorted(members, key=lambda r: r["seed"])),
                     "best_top1": best_mean, "best_top1_std": best_std, "final_top1": final_mean,
                     "final_top1_std": final_std, "selected_on": first["selected_on"],
@@ -295,8 +304,8 @@ def format_rows(rows: list[dict[str, Any]], fmt: str, by_seed: bool = False) -> 
     if fmt == "markdown" and any(g["n"] > 1 for g in groups):
         shown = [{**g, "best_top1": _pm(g["best_top1"], g["best_top1_std"]),
                   "final_top1": _pm(g["final_top1"], g["final_top1_std"])} for g in groups]
-        columns = ["group", "arch", "csg", "distilled", "params", "compression", "n", "best_top1", "final_top1", "selected_on",
-                   "status"]
+        columns = ["group", "arch", "csg", "distilled", "params", "compression", "macs", "n", "best_top1", "final_top1",
+                   "selected_on", "status"]
         text += "\n\nGrouped over seeds (mean ± sample std over n runs):\n\n" + _table(shown, columns, fmt)
     return text
 
@@ -324,8 +333,30 @@ def check_output_path(path: str | Path, option: str, overwrite: bool) -> None:
     check_output_file(path, overwrite)
 
 
+def _panel(ax, groups: list[dict[str, Any]], key: str, label: str) -> None:
+    """Best validation top-1 against ``key`` (log scale): one point per group of seeds, its error bar the std."""
+    for csg in (False, True):
+        pts = [g for g in groups if (g["csg"] != "-") == csg and g["best_top1"] is not None and g[key]]
+        if not pts:  # no series without points in the legend
+            continue
+        ax.errorbar([g[key] for g in pts], [g["best_top1"] for g in pts],
+                    yerr=[g["best_top1_std"] or 0.0 for g in pts], fmt="o" if csg else "s", capsize=3,
+                    color="C1" if csg else "C0", label="CSG" if csg else "original")  # one colour in both panels
+        for g in pts:
+            name = _value(g["group"]) + (f" (n={g['n']})" if g["n"] > 1 else "")
+            ax.annotate(name, (g[key], g["best_top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points",
+                        parse_math=False, usetex=False)  # a run named lr$\frac$ is a name, not TeX
+    if ax.get_legend_handles_labels()[0]:
+        ax.set_xscale("log")
+        ax.legend()
+    else:  # runs from before params.json recorded MACs: say so rather than draw empty axes
+        ax.text(0.5, 0.5, f"no run here records {label}\n(params.json from before acl counted them)", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel(label)
+    ax.grid(True, alpha=0.3)
+
+
 def plot(rows: list[dict[str, Any]], path: str | Path, overwrite: bool = False) -> None:
-    """Best validation top-1 against parameters (log scale): one point per group of seeds, with error bars."""
+    """Best validation top-1 against parameters and against forward MACs per image, side by side."""
     check_plot_path(path, overwrite)
     try:
         import matplotlib
@@ -334,24 +365,11 @@ def plot(rows: list[dict[str, Any]], path: str | Path, overwrite: bool = False) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for csg in (False, True):  # one point per group of seeds, its error bar the std over them
-        pts = [g for g in group_rows(rows) if (g["csg"] != "-") == csg and g["best_top1"] is not None]
-        if not pts:  # no series without points in the legend
-            continue
-        ax.errorbar([g["params"] for g in pts], [g["best_top1"] for g in pts],
-                    yerr=[g["best_top1_std"] or 0.0 for g in pts], fmt="o" if csg else "s", capsize=3,
-                    label="CSG" if csg else "original")
-        for g in pts:
-            label = _value(g["group"]) + (f" (n={g['n']})" if g["n"] > 1 else "")
-            ax.annotate(label, (g["params"], g["best_top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points",
-                        parse_math=False, usetex=False)  # a run named lr$\frac$ is a name, not TeX
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("best validation top-1 (%)")
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
+    fig, (by_params, by_macs) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    groups = group_rows(rows)
+    _panel(by_params, groups, "params", "parameters")
+    _panel(by_macs, groups, "macs", "forward MACs per image")
+    by_params.set_ylabel("best validation top-1 (%)")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format=Path(path).suffix.lower().lstrip("."), dpi=120)
