@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 MIRROR = Path(os.environ.get("ACL_AUTHORS_REPO", "/work/.mirror/hamedomidvar+associativeconv/repo"))
 CIFAR = "Implementations/CIFAR10"
@@ -71,7 +72,8 @@ def their_modules(tmp_path_factory) -> dict:
             sys.path.insert(0, str(root))
             try:
                 with old_numpy():
-                    _loaded["modules"] = {file: importlib.import_module(f"models.{file}") for file, _ in THEIRS.values()}
+                    files = [file for file, _ in THEIRS.values()]
+                    _loaded["modules"] = {file: importlib.import_module(f"models.{file}") for file in files}
             finally:  # their generic package names (models, groupy) leave nothing behind for other tests
                 sys.path.remove(str(root))
                 for name in [n for n in sys.modules if n.split(".")[0] in ("models", "groupy")]:
@@ -86,3 +88,15 @@ def build_theirs(modules: dict, name: str):
     file, constructor = THEIRS[name]
     with old_numpy():
         return getattr(modules[file], constructor)()
+
+
+def perturbed(model, seed: int):
+    """``model`` with random weights everywhere and BN statistics that are not 0/1 (eval uses them), in place."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, t in model.state_dict().items():
+            if key.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            elif t.is_floating_point():
+                t.copy_(torch.randn(t.shape, generator=g) * 0.2)
+    return model

@@ -12,7 +12,7 @@ from acl_cli.csg import GeneratedConv2d
 from acl_cli.models import MODELS
 from acl_cli.models.cifar_resnet import DEPTHS
 from acl_cli.models.densenet_bc import SIZES
-from authors_code import build_theirs, their_modules
+from authors_code import THEIRS, build_theirs, perturbed, their_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ AUTHORS_COUNTS = {
     "densenet_bc_40_48_crelu": 1_369_210,
     "densenet_bc_40_48_gcnn": 1_706_914,  # 93,312 of them the CSG their G-CNN DenseNet never calls
 }
-SIX = list(AUTHORS_COUNTS)
+SIX = list(THEIRS)
 
 
 @pytest.fixture(scope="module")
@@ -51,22 +51,10 @@ def test_counts_equal_their_modules(theirs, name):
     assert _count(build_theirs(theirs, name)) == AUTHORS_COUNTS[name]
 
 
-def _perturbed(model, seed):
-    """Random weights everywhere, BN statistics that are not 0/1 (eval uses them), in place."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for key, t in model.state_dict().items():
-            if key.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            elif t.is_floating_point():
-                t.copy_(torch.randn(t.shape, generator=g) * 0.2)
-    return model
-
-
 @pytest.mark.parametrize("name", SIX)
 def test_same_parameters_in_their_order_and_same_outputs(theirs, name):
     torch.manual_seed(0)
-    reference = _perturbed(build_theirs(theirs, name), 1)
+    reference = perturbed(build_theirs(theirs, name), 1)
     ours = create_model(name)
     mine = [(n, p.shape) for n, p in ours.named_parameters()]
     # their p4 filters (out, in, 4, k, k) are ours (out, 4*in, k, k): the same numbers, one axis fewer
@@ -122,7 +110,8 @@ def test_the_quirks_kept():
     assert names[:2] == ["conv1.weight", "unused_csg.weight"] and not gcnn.unused_csg.weight.requires_grad
     assert gcnn.unused_csg.weight.numel() == 93_312 and gcnn.dense1[0].conv2.out_fields == 12
     sep_resnet = create_model("resnet56_sep")
-    assert sep_resnet.stage2[0].conv_a.pointwise.stride == (2, 2) and sep_resnet.stage2[0].conv_a.depthwise.stride == (1, 1)
+    first = sep_resnet.stage2[0].conv_a
+    assert first.pointwise.stride == (2, 2) and first.depthwise.stride == (1, 1)
 
 
 @pytest.mark.parametrize("name,generated", [
