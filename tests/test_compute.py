@@ -172,6 +172,19 @@ def test_a_model_that_cannot_be_counted_keeps_its_parameter_report(cli, tmp_path
     assert "| total | 176,698 |" in res.output
 
 
+def test_a_model_that_reads_tensor_values_is_counted_on_the_cpu(cli, tmp_path, monkeypatch):
+    """Meta tensors hold no values: a forward that reads one (.item()) is counted on a CPU copy instead; one too large
+    to build there only to count is refused by name."""
+    arch = _user_model(tmp_path, monkeypatch, "net_that_reads_values",
+                       "        y = self.body(self.conv(x))\n"
+                       "        return (y * 2 if y.abs().max().item() >= 0 else y).mean((2, 3)) @ self.w\n")
+    report = _json(cli, "--arch", arch, "--set", "data.image_size=8")
+    assert report["macs"]["per_image"] == (3 * 16 + 16 * 16) * 9 * 8 * 8 + 16 * 10 and report["macs"]["error"] == ""
+    monkeypatch.setattr("acl_cli.compute.MAX_CPU_COUNT_PARAMS", 1000)
+    report = _json(cli, "--arch", arch, "--set", "data.image_size=8")
+    assert report["macs"]["error"] == "ValueError: 2,928 parameters are too many to build on the CPU only to count"
+
+
 def test_counting_changes_neither_the_model_nor_the_random_stream():
     from acl_cli.compute import add_macs, count_macs
     from acl_cli.config import load_config
