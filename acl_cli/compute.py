@@ -139,11 +139,14 @@ def count_input(cfg: Config, from_data: bool) -> tuple[list[int], str]:
     from .data import input_side
     from .models import get_model_entry
 
-    found = input_side(cfg.data) if from_data or cfg.data.image_size else None
+    missing = f"no data at {cfg.data.root}"
+    try:
+        found = input_side(cfg.data) if from_data or cfg.data.image_size else None
+    except Exception as e:  # an image that cannot be read: a count is no place to refuse the data
+        found, missing = None, f"the data's first image: {one_line(e, 120)}"
     if found is None:
         side = get_model_entry(cfg.model.arch).input_size
-        why = f"{cfg.model.arch}'s own size" + (f" (no data at {cfg.data.root})" if from_data else "")
-        return [3, side, side], why
+        return [3, side, side], f"{cfg.model.arch}'s own size" + (f", {missing}" if from_data else "")
     return [3, found[0], found[0]], found[1]
 
 

@@ -143,6 +143,10 @@ def test_an_external_arch_is_counted_at_the_configs_image_size(cli, tmp_path):
     cfg.write_text(f"model: {{arch: 'torchvision:resnet18'}}\ndata: {{name: imagefolder, root: {tmp_path / 'none'}}}\n")
     m = _json(cli, "--config", cfg)["macs"]
     assert m["input_shape"] == [3, 224, 224] and "no data at" in m["input_from"]
+    (tmp_path / "bad" / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "bad" / "train" / "cat" / "a.jpg").write_text("no image")  # the count stands, at the arch's size
+    m = _json(cli, "--arch", "resnet20", "--set", "data.name=imagefolder", "--set", f"data.root={tmp_path / 'bad'}")["macs"]
+    assert m["per_image"] == 40_551_040 and m["input_from"].startswith("resnet20's own size, the data's first image: ")
 
 
 def test_a_model_that_cannot_be_counted_keeps_its_parameter_report(cli, tmp_path, monkeypatch):
