@@ -1,4 +1,5 @@
-"""Benchmarks measured side by side in one process: a CSG model against its original twin, and the loaders.
+"""Benchmarks measured side by side in one process: a CSG model against its original twin (a baseline of the
+authors' comparison against the original it stands in for), and the loaders.
 
 Runs are interleaved (CSG, original, original, CSG, ...) so machine noise hits both alike; warm-up is
 excluded, the device is synchronised around every timed block, and medians over repeats are reported.
@@ -78,9 +79,24 @@ def kernels_per_step(fn: Callable[[], Any], device: torch.device) -> int:
     return counter.ops
 
 
-def _require_csg(cfg: Config) -> None:
+def _twin(cfg: Config) -> Config:
+    """The config bench sets beside ``cfg``: a CSG model's original (the same without CSG), or for a baseline of
+    the authors' comparison (``resnet56_sep``) the original network it stands in for (``resnet56``)."""
+    twin = copy.deepcopy(cfg)
+    twin.model.csg = None
     if cfg.model.csg is None:
-        raise UserError("bench compares a CSG model with its original twin, but the config has model.csg: null")
+        try:
+            twin.model.arch = get_model_entry(cfg.model.arch).baseline_of or ""
+        except ValueError:  # an unknown arch: not a baseline either
+            twin.model.arch = ""
+        if not twin.model.arch:
+            raise UserError("bench compares a CSG model (or a baseline such as resnet56_sep) with its original twin, "
+                            "but the config has model.csg: null")
+    return twin
+
+
+def _subject(cfg: Config) -> str:
+    return "CSG" if cfg.model.csg is not None else "baseline"
 
 
 class _Subject:
@@ -147,9 +163,7 @@ def _teacher_forward(cfg: Config, device: torch.device, x: torch.Tensor) -> tupl
 def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int = 10, repeats: int = 5,
                  warmup: int = 3) -> dict[str, Any]:
     """Training step (forward + backward + optimizer) and eval inference, CSG against its original twin."""
-    _require_csg(cfg)
-    original_cfg = copy.deepcopy(cfg)
-    original_cfg.model.csg = None
+    original_cfg = _twin(cfg)
     side, source = input_side(cfg.data) or (get_model_entry(cfg.model.arch).input_size,
                                             f"{cfg.model.arch}'s own size (no data at {cfg.data.root})")
     torch.manual_seed(cfg.train.seed)
@@ -175,7 +189,8 @@ def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int 
             times[name]["infer"].append(_timed(subjects[name].infer, device, steps))
         if teacher_forward:
             teacher_times.append(_timed(teacher_forward, device, steps))
-    result: dict[str, Any] = {"arch": cfg.model.arch, "device": str(device), "batch_size": batch_size,
+    result: dict[str, Any] = {"arch": cfg.model.arch, "subject": _subject(cfg),
+                              "original_arch": original_cfg.model.arch, "device": str(device), "batch_size": batch_size,
                               "image_size": side, "image_size_from": source,
                               "amp": cfg.train.amp, "channels_last": cfg.train.channels_last,
                               "compile": cfg.train.compile, "steps": steps, "repeats": repeats}
@@ -188,7 +203,7 @@ def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int 
                         # a dispatch-level count would see the eager fallback, not the compiled CPU code
                         "kernels_per_step": None if s.compile_s is not None and device.type != "cuda"
                         else kernels_per_step(s.train_step, device)}
-    _add_compute(result, cfg, side)
+    _add_compute(result, {"csg": cfg, "original": original_cfg}, side)
     c, o = result["csg"], result["original"]
     if teacher_forward:  # what distillation adds to each training step: one forward of the teacher
         result["teacher"] = {"source": teacher_source, "forward_ms": 1e3 * statistics.median(teacher_times)}
@@ -202,20 +217,21 @@ def bench_models(cfg: Config, device: torch.device, batch_size: int, steps: int 
     return result
 
 
-def _add_compute(result: dict[str, Any], cfg: Config, side: int) -> None:
+def _add_compute(result: dict[str, Any], configs: dict[str, Config], side: int) -> None:
     """The counted forward MACs per image beside the measured rates: achieved GFLOP/s, 2 FLOPs a MAC over the
-    forward pass (a training step's backward does about twice the forward's work again, not counted here)."""
-    macs = add_macs(report_for_config(cfg.model), cfg.model, [3, side, side], f"{side}x{side} benchmark batches").macs
-    per_image = {"csg": macs.per_image, "original": macs.original_per_image}
-    for name in ("csg", "original"):
+    forward pass (a training step's backward does about twice the forward's work again, not counted here). Each
+    subject is counted from its own config (a baseline's original is another network)."""
+    for name, cfg in configs.items():
+        macs = add_macs(report_for_config(cfg.model), cfg.model, [3, side, side],
+                        f"{side}x{side} benchmark batches").macs
         r = result[name]
-        r["macs"] = per_image[name]
-        r["generation_macs"] = macs.generation if name == "csg" and macs.per_image is not None else 0
+        r["macs"] = macs.per_image
+        r["generation_macs"] = macs.generation if macs.per_image is not None else 0
         r["train_gflop_s"] = achieved_gflop_s(r["macs"], r["train_img_s"])
         if "infer_img_s" in r:
             r["infer_gflop_s"] = achieved_gflop_s(r["macs"], r["infer_img_s"])
-    if macs.error:
-        result["macs_error"] = macs.error
+        if macs.error:
+            result["macs_error"] = macs.error
 
 
 def bench_loaders(cfg: Config, device: torch.device, batches: int = 50) -> dict[str, Any]:
@@ -272,19 +288,18 @@ def bench_epochs(cfg: Config, device: torch.device, epochs: int = 3) -> dict[str
 
     from .training import TrainingInterrupted, train
 
-    _require_csg(cfg)
+    twin = _twin(cfg)
     if epochs < 2:
         raise UserError("--epochs must be >= 2: the first epoch is warm-up")
     splits = build_splits(cfg.data, cfg.model.num_classes)
     loader = "device" if splits.train is not None and use_device_loader(splits.train, cfg.data, device) else "torch"
-    result: dict[str, Any] = {"arch": cfg.model.arch, "device": str(device), "batch_size": cfg.data.batch_size,
+    result: dict[str, Any] = {"arch": cfg.model.arch, "subject": _subject(cfg), "original_arch": twin.model.arch,
+                              "device": str(device), "batch_size": cfg.data.batch_size,
                               "amp": cfg.train.amp, "channels_last": cfg.train.channels_last,
                               "compile": cfg.train.compile, "loader": loader, "epochs": epochs}
     for name in ("csg", "original"):
-        run_cfg = copy.deepcopy(cfg)
+        run_cfg = copy.deepcopy(cfg if name == "csg" else twin)
         run_cfg.train.epochs, run_cfg.train.device, run_cfg.train.progress = epochs, str(device), False
-        if name == "original":
-            run_cfg.model.csg = None
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 final = train(run_cfg, Path(tmp) / "run", log=lambda *a: None)
@@ -303,11 +318,22 @@ def bench_epochs(cfg: Config, device: torch.device, epochs: int = 3) -> dict[str
     return result
 
 
+def _title(r: dict[str, Any]) -> str:
+    """What was measured against what: the arch, or for a baseline the arch and the original it stands in for."""
+    return r["arch"] if r.get("subject", "CSG") == "CSG" else f"{r['arch']} (baseline) against {r['original_arch']}"
+
+
+def _header(r: dict[str, Any], width: int) -> str:
+    subject = r.get("subject", "CSG")  # results from before baselines were benchmarked: CSG
+    ratio = "CSG/original" if subject == "CSG" else "ratio"
+    return f"{'':<{width}}{subject:>14}{'original':>14}{ratio:>14}"
+
+
 def format_epochs(r: dict[str, Any]) -> str:
-    lines = [f"{r['arch']} on {r['device']}: acl train epochs, batch {r['batch_size']}, amp {r['amp']}, "
+    lines = [f"{_title(r)} on {r['device']}: acl train epochs, batch {r['batch_size']}, amp {r['amp']}, "
              f"channels_last {r['channels_last']}, compile {r['compile']}, {r['loader']} loader; median of epochs "
              f"2..{r['epochs']}",
-             f"{'':<24}{'CSG':>14}{'original':>14}{'CSG/original':>14}"]
+             _header(r, 24)]
     c, o = r["csg"], r["original"]
     lines.append(f"{'params':<24}{c['params']:>14,}{o['params']:>14,}")
     lines.append(f"{'images per epoch':<24}{c['images_per_epoch']:>14,}{o['images_per_epoch']:>14,}")
@@ -329,10 +355,10 @@ def format_models(r: dict[str, Any]) -> str:
             ("train GFLOP/s (fwd)", "{:.2f}", "train_gflop_s"), ("inference GFLOP/s", "{:.2f}", "infer_gflop_s")]
     ratio_of = {"params": "params", "train_step_ms": "train_step", "infer_ms": "infer", "peak_memory_mb": "peak_memory",
                 "kernels_per_step": "kernels_per_step"}
-    lines = [f"{r['arch']} on {r['device']}, batch {r['batch_size']} of {r['image_size']}x{r['image_size']} images "
+    lines = [f"{_title(r)} on {r['device']}, batch {r['batch_size']} of {r['image_size']}x{r['image_size']} images "
              f"({r['image_size_from']}), amp {r['amp']}, channels_last "
              f"{r['channels_last']}, compile {r['compile']}; median of {r['repeats']} x {r['steps']} steps",
-             f"{'':<20}{'CSG':>14}{'original':>14}{'CSG/original':>14}"]
+             _header(r, 20)]
     for label, fmt, key in rows:
         c, o = r["csg"][key], r["original"][key]
         if c is None:

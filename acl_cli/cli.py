@@ -358,7 +358,8 @@ def plan_cmd(run, config_path, overrides):
               "the first is reported as warm-up.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def bench_cmd(config_path, overrides, device, batch_size, steps, repeats, data_only, epochs, fmt):
-    """Time a CSG model against its original twin (train step, inference, memory, whole epochs), or the loaders.
+    """Time a CSG model against its original twin, or a baseline (resnet56_sep, ...) against the original it stands
+    in for (train step, inference, memory, whole epochs), or the loaders.
 
     \b
     Examples:
