@@ -1,12 +1,24 @@
-"""Datasets, splits, loaders (interim: the whole module moved here as it is, to be split next)."""
-from .datasets import (DEVICE_PRESETS, IMAGE_EXTENSIONS, DataSplits, DeviceLoader, EpochBatchSampler, SplitDataset,
-                       balanced_split, balanced_subset, build_splits, build_transform, carve, check_classes,
-                       check_images, check_split_images, decode_all, eval_loader, input_side, list_images,
-                       load_digits_images, load_image, loader_kwargs, sample_fingerprint, train_loader,
-                       usable_workers, use_device_loader)
+"""Data: datasets, their splits, and the loaders a run reads them through.
+
+- ``datasets``: the raw datasets (CIFAR, digits, synthetic, image folders) and the side of their images
+- ``image_folders``: listing, reading and checking image folders' files
+- ``presets``: each preprocessing preset's normalisation and augmentation
+- ``splits``: train / val / test views, class-balanced held-out parts and subsets, their checks
+- ``sampler``: the training sampler, deterministic per ``(seed, epoch)`` and resumable mid-epoch
+- ``loaders``: torch's DataLoader or the device loader, as a run asks
+- ``device_loader``: the decoded split held in device memory and augmented there
+"""
+from .datasets import SyntheticImages, TensorImages, input_side, load_digits_images
+from .device_loader import DeviceLoader, decode_all, use_device_loader
+from .image_folders import IMAGE_EXTENSIONS, check_images, list_images, load_image
+from .loaders import eval_loader, loader_kwargs, train_loader, usable_workers
+from .presets import DEVICE_PRESETS, build_transform
+from .sampler import EpochBatchSampler
+from .splits import (DataSplits, SplitDataset, balanced_split, balanced_subset, build_splits, carve, check_classes,
+                     check_split_images, sample_fingerprint)
 
 __all__ = ["DEVICE_PRESETS", "DataSplits", "DeviceLoader", "EpochBatchSampler", "IMAGE_EXTENSIONS", "SplitDataset",
-           "balanced_split", "balanced_subset", "build_splits", "build_transform", "carve", "check_classes",
-           "check_images", "check_split_images", "decode_all", "eval_loader", "input_side", "list_images",
-           "load_digits_images", "load_image", "loader_kwargs", "sample_fingerprint", "train_loader",
+           "SyntheticImages", "TensorImages", "balanced_split", "balanced_subset", "build_splits", "build_transform",
+           "carve", "check_classes", "check_images", "check_split_images", "decode_all", "eval_loader", "input_side",
+           "list_images", "load_digits_images", "load_image", "loader_kwargs", "sample_fingerprint", "train_loader",
            "usable_workers", "use_device_loader"]
