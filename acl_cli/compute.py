@@ -7,6 +7,7 @@ meta tensors, and passes a batch of one image through them in eval mode under ``
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
@@ -21,8 +22,10 @@ if TYPE_CHECKING:
     from .config import Config, ModelConfig
     from .params import ParamReport
 
-# Beyond this many parameters a CPU copy made only to count (where meta tensors cannot run) would take gigabytes.
+# Beyond this many parameters, or input values, a CPU copy made only to count (where meta tensors cannot run) would
+# take gigabytes.
 MAX_CPU_COUNT_PARAMS = 500_000_000
+MAX_CPU_COUNT_INPUT = 3 * 2048 * 2048
 
 
 @dataclass
@@ -100,6 +103,8 @@ def _count_built(model_cfg: ModelConfig, csg: dict | None, input_shape: Sequence
             pass
         if params > MAX_CPU_COUNT_PARAMS:
             raise ValueError(f"{params:,} parameters are too many to build on the CPU only to count")
+        if math.prod(input_shape) > MAX_CPU_COUNT_INPUT:
+            raise ValueError(f"a {'x'.join(map(str, input_shape))} image is too large to run on the CPU only to count")
         with torch.device("cpu"):
             model = create_model(model_cfg.arch, model_cfg.num_classes, csg)
         return count_macs(model, input_shape)

@@ -184,6 +184,9 @@ def test_a_model_that_reads_tensor_values_is_counted_on_the_cpu(cli, tmp_path, m
                        "        return (y * 2 if y.abs().max().item() >= 0 else y).mean((2, 3)) @ self.w\n")
     report = _json(cli, "--arch", arch, "--set", "data.image_size=8")
     assert report["macs"]["per_image"] == (3 * 16 + 16 * 16) * 9 * 8 * 8 + 16 * 10 and report["macs"]["error"] == ""
+    report = _json(cli, "--arch", arch, "--set", "data.image_size=4096")
+    assert report["macs"]["error"] == "ValueError: a 3x4096x4096 image is too large to run on the CPU only to count"
+    assert report["total"] == 2928  # the parameters still stand
     monkeypatch.setattr("acl_cli.compute.MAX_CPU_COUNT_PARAMS", 1000)
     report = _json(cli, "--arch", arch, "--set", "data.image_size=8")
     assert report["macs"]["error"] == "ValueError: 2,928 parameters are too many to build on the CPU only to count"
