@@ -2,100 +2,27 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import traceback
 
 import click
 
 from . import interrupts
+from .cli_config import config_group, plan_cmd
+from .cli_options import AclGroup, allow_import_option, config_option, set_debug, set_option
 from .config import ConfigError, load_config, quote
-from .errors import UserError, one_line
-
-_DEBUG = False
-
-
-class AclGroup(click.Group):
-    """Turns every user error into one line on stderr and exit status 2 (``--debug`` shows tracebacks)."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.ClickException as e:  # usage errors: one line instead of click's usage block
-            hint = _set_hint(e, sys.argv[1:] if args is None else list(args)) if isinstance(e, click.UsageError) \
-                else None
-            message = e.format_message().rstrip(".") + hint if hint else e.format_message() + (
-                " (see --help)" if isinstance(e, click.UsageError) else "")
-            click.echo(f"error: {message}", err=True)
-            sys.exit(e.exit_code)
-        except click.Abort:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-        sys.exit(code if isinstance(code, int) else 0)
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
-            raise
-        except BrokenPipeError:  # acl list-models | head: the reader left, which is not an error
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor is the flush at exit
-            ctx.exit(0)
-        except click.ClickException:
-            raise
-        except UserError as e:
-            if _DEBUG:
-                traceback.print_exc()
-            click.echo(f"error: {one_line(e)}", err=True)
-            ctx.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
-        except Exception as e:  # a bug on our side: still one line, the details behind --debug
-            if _DEBUG:
-                raise
-            click.echo(f"error: {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)", err=True)
-            ctx.exit(1)
-
-
-def _set_hint(error: click.UsageError, args: list[str]) -> str | None:
-    """The ``--set`` a user meant: ``--epochs 1`` is ``--set train.epochs=1``, ``--set train.epochs 1`` too."""
-    from .config import keys_named
-
-    if isinstance(error, click.NoSuchOption):
-        keys = keys_named(error.option_name.lstrip("-").replace("-", "_"))
-        if keys:
-            at = args.index(error.option_name) if error.option_name in args else -1
-            value = args[at + 1] if 0 <= at < len(args) - 1 and not args[at + 1].startswith("-") else "VALUE"
-            return f"; settings are given with --set: --set {keys[0]}={value}"
-    if "extra argument" in error.format_message():
-        for i in range(len(args) - 2):
-            if args[i] == "--set" and "=" not in args[i + 1]:
-                return f"; did you mean --set {args[i + 1]}={args[i + 2]}?"
-    return None
-
-
-def _set_debug(ctx, param, value):
-    global _DEBUG
-    _DEBUG = bool(value)
-    return value
-
-
-set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                          help="Override a config value (dotted key, YAML value); repeatable.")
-allow_import_option = click.option(
-    "--allow-import", "allow_imports", multiple=True, metavar="MODULE",
-    help="Let a checkpoint or run whose model.arch is MODULE:factory import MODULE (its code runs); repeatable.")
-config_option = click.option("--config", "config_path", type=click.Path(),  # a folder: resolve_config_path says
-                             help="YAML experiment config: a file, or a shipped config's name (acl config list).")
+from .errors import UserError
 
 
 @click.group(cls=AclGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=set_debug,
               help="Show full tracebacks on errors.")
 @click.version_option(package_name="acl_cli", prog_name="acl")
 def main():
     """acl: train, evaluate, count and benchmark CNNs with generated (CSG) convolution kernels."""
+
+
+main.add_command(config_group)
+main.add_command(plan_cmd)
 
 
 @main.command("count-params")
@@ -243,107 +170,6 @@ def eval_cmd(checkpoint, overrides, split, device, batch_size, fmt, allow_train_
         click.echo(f"{split} ({m['source']}): top1 {m['top1']:.2f}%  top5 {top5}  loss {m['loss']:.4f}  "
                    f"samples {m['samples']:,}  params {m['params']:,}" +
                    (f"  ({m['trained_on']:,} of {m['samples']:,} images were trained on)" if "trained_on" in m else ""))
-
-
-@main.group("config")
-def config_group():
-    """Inspect experiment configs.
-
-    \b
-    Example:
-      acl config show --config configs/quickstart.yaml --set optim.lr=0.1
-    """
-
-
-@config_group.command("list")
-def config_list():
-    """The configs that ship with acl, one per line with what each is; pass a name to --config.
-
-    \b
-    Example:
-      acl config list
-      acl train --config cifar10/resnet56_csg_12_72 --set data.root=~/data
-    """
-    from .config import describe, shipped_configs
-
-    configs = shipped_configs()
-    width = max(map(len, configs), default=0)
-    for name, path in configs.items():
-        click.echo(f"{name:<{width}}  {describe(path)}".rstrip())
-
-
-@config_group.command("show")
-@config_option
-@set_option
-def config_show(config_path, overrides):
-    """Print the fully resolved config (bases merged, overrides applied, defaults filled in).
-
-    \b
-    Example:
-      acl config show --config configs/cifar10/resnet20_csg_16_72.yaml
-    """
-    from .models import resolve_model_config
-    from .models.external import factory_module
-
-    cfg = load_config(config_path, overrides)
-    if factory_module(cfg.model.arch) is None:  # a factory's module is never imported just to show a config
-        resolve_model_config(cfg.model)
-    click.echo(cfg.to_yaml(), nl=False)
-
-
-@config_group.command("diff")
-@click.argument("run", type=click.Path())
-@config_option
-@set_option
-@click.option("--all", "show_all", is_flag=True,
-              help="Also the settings that do not change results (data.root, data.workers, train.compile, ...).")
-def config_diff(run, config_path, overrides, show_all):
-    """Compare RUN's config (a run folder or a config file) with --config and --set: one line per setting that
-    would change the result, `key: RUN's -> the config's`; exit status 0 when there is none, 1 when some differ.
-
-    \b
-    Example:
-      acl config diff runs/r20 --config cifar10/resnet20 --set train.epochs=30
-    """
-    from .config import NOT_COMPUTATIONAL
-    from .plan import differences
-
-    try:  # exit 1 means "settings differ" to the sweeps: every failure here is 2
-        lines = differences(run, config_path, overrides, ignoring=() if show_all else NOT_COMPUTATIONAL)
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"config diff: {type(e).__name__}: {one_line(e)}") from None
-    for line in lines:
-        click.echo(line)
-    sys.exit(1 if lines else 0)
-
-
-@main.command("plan")
-@click.argument("run", type=click.Path())
-@config_option
-@set_option
-def plan_cmd(run, config_path, overrides):
-    """What a sweep does with the job --config/--set whose run folder is RUN, in one line: `train`, `resume`,
-    `skip (finished)` or `conflict: <what differs>` (a finished run made with other settings, or a checkpoint
-    a resume cannot bring to them). Exit 0 when decided, 2 on bad input; imports nothing a run names, writes
-    nothing. A teacher is compared by the weights the run recorded, wherever it lies now.
-
-    \b
-    Example:
-      acl plan runs/r20 --config cifar10/resnet20 --set data.root=~/data --set train.epochs=30
-    """
-    from .plan import plan
-
-    if not config_path:
-        raise ConfigError("give --config (the job's config; see acl plan --help)")
-    try:
-        decision = plan(run, config_path, overrides)
-    except UserError:
-        raise
-    except Exception as e:  # an unreadable folder or file is bad input: 2, as a sweep reads it
-        raise UserError(f"plan: {type(e).__name__}: {one_line(e)}") from None
-    click.echo(str(decision))
 
 
 @main.command("bench")
