@@ -12,12 +12,12 @@ impossible values say which key and why.
 from .load import absolute_paths, build_config, load_config
 from .overrides import apply_overrides, flatten, lookup, parse_override
 from .schema import (DEVICE_PATTERN, NOT_COMPUTATIONAL, SEED_LIMIT, Config, ConfigError, CSGConfig, DataConfig,
-                     DistillConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig, cut, quote)
+                     DistillConfig, EMAConfig, ModelConfig, OptimConfig, ScheduleConfig, TrainConfig, cut, quote)
 from .typed import from_dict, keys_named
 from .yaml_files import (MAX_CONFIG_BYTES, MAX_YAML_VALUES, describe, is_shipped, load_raw, parse_yaml,
                          resolve_config_path, shipped_configs, shipped_configs_dir)
 
-__all__ = ["CSGConfig", "Config", "ConfigError", "DEVICE_PATTERN", "DataConfig", "DistillConfig", "MAX_CONFIG_BYTES",
+__all__ = ["CSGConfig", "Config", "ConfigError", "DEVICE_PATTERN", "DataConfig", "DistillConfig", "EMAConfig", "MAX_CONFIG_BYTES",
            "MAX_YAML_VALUES", "ModelConfig", "NOT_COMPUTATIONAL", "OptimConfig", "SEED_LIMIT", "ScheduleConfig",
            "TrainConfig", "absolute_paths", "apply_overrides", "build_config", "cut", "describe", "flatten",
            "from_dict", "is_shipped", "keys_named", "load_config", "load_raw", "lookup", "parse_override", "parse_yaml",

@@ -88,6 +88,13 @@ class DataConfig:
     workers: int = 2
     loader: Literal["auto", "torch", "device"] = "auto"  # device: the decoded split in device memory, augmented there
     synthetic_size: int = 1024  # synthetic: training images (the held-out split is a quarter of it)
+    # Recipe parts of modern references, all off by default (the authors' recipe): a policy after the preset's
+    # crop and flip, random erasing after normalisation (DataLoader path only), and batch mixing in the step
+    augment: Literal["none", "autoaugment", "randaugment", "trivialaugment"] = "none"
+    random_erasing: float = 0.0  # probability an image has a rectangle erased (torchvision's RandomErasing)
+    mixup: float = 0.0  # Beta(alpha, alpha) of MixUp; 0: off
+    cutmix: float = 0.0  # Beta(alpha, alpha) of CutMix; 0: off
+    mixup_switch_prob: float = 0.5  # with both on: the chance a batch is cut-mixed rather than mixed up
 
     def validate(self, path: str) -> None:
         self.root = os.path.expanduser(self.root)  # --set data.root=~/data: no shell expands it there
@@ -101,6 +108,31 @@ class DataConfig:
             raise ConfigError(f"{path}.workers: must be >= 0, got {self.workers}")
         if not 0 <= self.split_seed < SEED_LIMIT:
             raise ConfigError(f"{path}.split_seed: must be in [0, 2**32), got {self.split_seed}")
+        self._validate_recipe(path)
+
+    def _validate_recipe(self, path: str) -> None:
+        for key in ("random_erasing", "mixup_switch_prob"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(f"{path}.{key}: must be in [0, 1], got {getattr(self, key)}")
+        for key in ("mixup", "cutmix"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{path}.{key}: must be >= 0 (the Beta distribution's alpha; 0 is off), got "
+                                  f"{getattr(self, key)}")
+        if self.loader == "device":  # its augmentation is arithmetic on a seed: crop and flip only, so far
+            if self.augment != "none":
+                raise ConfigError(f"{path}.augment: {self.augment} is not on the device loader yet; use "
+                                  "data.loader: torch (or auto, which then picks it)")
+            if self.random_erasing:
+                raise ConfigError(f"{path}.random_erasing: not on the device loader yet; use data.loader: torch "
+                                  "(or auto, which then picks it)")
+
+    @property
+    def per_image_augment(self) -> str | None:
+        """The per-image recipe parts set (``data.augment``, ``data.random_erasing``), named for a message;
+        None when neither is: the device loader has neither."""
+        parts = ([f"data.augment: {self.augment}"] if self.augment != "none" else []) + \
+            ([f"data.random_erasing: {self.random_erasing:g}"] if self.random_erasing else [])
+        return ", ".join(parts) or None
 
 
 @dataclass
@@ -161,6 +193,26 @@ class ScheduleConfig:
 
 
 @dataclass
+class EMAConfig:
+    """An exponential moving average of the weights (and BatchNorm statistics), evaluated and checkpointed
+    beside them: ``ema = decay * ema + (1 - decay) * weights`` every ``every_steps`` optimizer steps; for the
+    first ``warmup_steps`` optimizer steps the average is the weights themselves (torchvision's reference
+    restarts it during its lr warm-up likewise)."""
+
+    decay: float = 0.9998
+    every_steps: int = 1
+    warmup_steps: int = 0
+
+    def validate(self, path: str) -> None:
+        if not 0 < self.decay < 1:
+            raise ConfigError(f"{path}.decay: must be in (0, 1), got {self.decay}")
+        if self.every_steps < 1:
+            raise ConfigError(f"{path}.every_steps: must be >= 1, got {self.every_steps}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"{path}.warmup_steps: must be >= 0, got {self.warmup_steps}")
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 200
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:N
@@ -175,8 +227,12 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     sync_bn: bool = False  # SyncBatchNorm across processes under torchrun
+    ema: Optional[EMAConfig] = None  # null: no weight averaging (the authors' recipe)
+    accumulate_steps: int = 1  # the optimizer steps every N batches of data.batch_size (global batch x N)
 
     def validate(self, path: str) -> None:
+        if self.accumulate_steps < 1:
+            raise ConfigError(f"{path}.accumulate_steps: must be >= 1, got {self.accumulate_steps}")
         if self.epochs < 1:
             raise ConfigError(f"{path}.epochs: must be >= 1, got {self.epochs}")
         if not 0 <= self.label_smoothing < 1:

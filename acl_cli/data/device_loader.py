@@ -32,13 +32,24 @@ def use_device_loader(ds: SplitDataset, cfg: DataConfig, device: torch.device, b
         if preset not in DEVICE_PRESETS:
             raise UserError(f"data.loader: device supports the {', '.join(DEVICE_PRESETS)} presets (small images), "
                             f"not {preset}; use data.loader: torch")
+        if cfg.per_image_augment:  # the config refuses this; a DataConfig built in Python skips that check
+            raise UserError(f"{cfg.per_image_augment.split(':')[0]}: not on the device loader yet; use data.loader: "
+                            "torch (or auto, which then picks it)")
         return True
-    if cfg.loader == "torch" or preset not in DEVICE_PRESETS:
+    if cfg.loader == "torch" or preset not in DEVICE_PRESETS or cfg.per_image_augment:
         return False
     if began_with is not None:
         return began_with == "device"
     free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else _available_ram()
     return len(ds) * 3 * 64 * 64 < 0.25 * free  # a generous bound for images of at most 64x64
+
+
+def device_loader_declined(ds: SplitDataset, cfg: DataConfig) -> str | None:
+    """Why ``data.loader: auto`` did not pick the device loader for data it could hold (its per-image recipe
+    parts, which only the DataLoader path has), for the run's banner; None otherwise."""
+    if cfg.loader == "auto" and _preset_of(ds) in DEVICE_PRESETS and cfg.per_image_augment:
+        return f"{cfg.per_image_augment} needs it: the device loader has crop and flip only"
+    return None
 
 
 def _available_ram() -> int:

@@ -125,7 +125,8 @@ def build_splits(cfg: DataConfig, num_classes: int) -> DataSplits:
         notes.append(f"model.num_classes is {num_classes} but {cfg.name} has {len(raw.classes)} classes: "
                      f"{num_classes - len(raw.classes)} outputs are never a target")
     preset = raw.preset if cfg.preset == "auto" else cfg.preset
-    train_tf, eval_tf = build_transform(preset, True, cfg.image_size), build_transform(preset, False, cfg.image_size)
+    train_tf = build_transform(preset, True, cfg.image_size, cfg.augment, cfg.random_erasing)
+    eval_tf = build_transform(preset, False, cfg.image_size)
     held_out = {s: SplitDataset(ds, range(len(ds)), eval_tf, preset) for s, ds in (("val", raw.val), ("test", raw.test))
                 if ds is not None}
     sources = dict(raw.names)
