@@ -40,7 +40,7 @@ BASE_CONFIG=${BASE_CONFIG:-cifar10/resnet20}
 POLL_S=${POLL_S:-2}
 # every variable a script's grid may read: written into the sbatch file so each task sees the same grid
 SWEEP_VARS=(ACL SEEDS BASE_CONFIG DATASET EXTRA_SET ARCH SLICES CODE_SIZES DEPTHS SLICE CODE SETTINGS CONFIGS
-            DISTILL CSG_LR_SCALE PAIR CSG_INIT TRAIN_SUBSET VARIANTS FAMILY CSG)
+            DISTILL CSG_LR_SCALE PAIR CSG_INIT TRAIN_SUBSET VARIANTS FAMILY CSG REUSE_GENERATOR)
 # the split of the committed results (results_cifar10.sh, compare_csg_optim.sh): an image folder with a
 # class-balanced 10 % of its training images held out (split_seed 0), best.pt chosen on those
 RESULTS_SETS=(--set data.name=imagefolder --set data.val_split=0.1 --set data.split_seed=0 --set data.loader=device

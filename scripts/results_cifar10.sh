@@ -29,7 +29,8 @@ fi
 if [ -n "${REUSE_GENERATOR:-}" ]; then
     [ -z "${DISTILL:-}" ] || die "REUSE_GENERATOR and DISTILL cannot be combined"
     [ -f "$REUSE_GENERATOR" ] || die "REUSE_GENERATOR: '$REUSE_GENERATOR' is not a checkpoint file"
-    reuse=$(yaml_str REUSE_GENERATOR "$(realpath -- "$REUSE_GENERATOR")") || exit 2
+    REUSE_GENERATOR=$(realpath -- "$REUSE_GENERATOR")  # absolute: an sbatch task runs from the project
+    reuse=$(yaml_str REUSE_GENERATOR "$REUSE_GENERATOR") || exit 2
 fi
 for exp in ${CONFIGS:-resnet20 resnet20_csg_16_72}; do
     name=$exp
