@@ -67,6 +67,10 @@ def test_the_bank_is_four_turns_of_each_filter_and_the_action_is_a_group_action(
     assert torch.equal(rotate_p4(rotate_p4(x, 1), 1), rotate_p4(x, 2)) and rotate_p4(x).shape == (1, 8, 6, 5)
     five = torch.randn(4, 3, 4, 3, 3)
     assert torch.equal(weight_to_groupy(weight_from_groupy(five)), five)
+    conv = P4ConvP4(2, 2, 3)  # eagerly one gather (channels_last filters too), the same bank
+    assert torch.equal(conv.filter_bank(), p4_filter_bank(conv.weight))
+    conv.to(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous() and torch.equal(conv.filter_bank(), p4_filter_bank(conv.weight))
 
 
 def test_gradients_reach_the_filters_and_the_layer_reads_like_a_conv():

@@ -7,7 +7,7 @@ ACL authors' G-CNN baselines read their channels in: ``C`` channels as ``C/4`` f
 :class:`P4ConvP4` learns one filter per output field over every input channel, ``(out, 4 * in, k, k)``,
 and applies it in four rotations: for output orientation ``r`` the filter is rotated by ``r`` quarter turns and
 its input orientations are cycled by ``r``. The four rotated copies form one filter bank, so a layer is one
-``F.conv2d``. Rotating the input by a quarter turn rotates the output and cycles its orientations
+``F.conv2d``; eagerly the bank is one gather from the filters (the same turns applied once to their positions). Rotating the input by a quarter turn rotates the output and cycles its orientations
 (:func:`rotate_p4`): the layer is equivariant.
 
 GrouPy (the authors vendor it: ``groupy/gconv/pytorch_gconv``) stores the same filters as ``(out, in, 4, k, k)``
@@ -33,6 +33,19 @@ def p4_filter_bank(weight: Tensor) -> Tensor:
     base = weight.reshape(out, channels // ORIENTATIONS, ORIENTATIONS, kh, kw)
     turned = [torch.rot90(base.roll(r, dims=2), r, dims=(3, 4)) for r in range(ORIENTATIONS)]
     return torch.stack(turned, dim=1).reshape(out * ORIENTATIONS, channels, kh, kw)
+
+
+def p4_bank_index(weight_shape: tuple[int, ...], device: torch.device | str = "cpu") -> Tensor:
+    """Where each element of :func:`p4_filter_bank` comes from in the flattened filters: the bank of their positions."""
+    positions = torch.arange(math.prod(weight_shape), device=device).reshape(weight_shape)
+    return p4_filter_bank(positions).reshape(-1)
+
+
+def _tracing() -> bool:
+    """torch.compile, torch.export or torch.jit.trace is recording the forward (a cached index would be frozen in)."""
+    compiler = torch.compiler
+    return (compiler.is_compiling() or bool(getattr(compiler, "is_exporting", lambda: False)())
+            or torch.jit.is_tracing())
 
 
 def rotate_p4(x: Tensor, turns: int = 1) -> Tensor:
@@ -75,6 +88,7 @@ class P4ConvP4(nn.Conv2d):
             raise ValueError(f"P4ConvP4 needs a square kernel (one int), got {kernel_size!r}")
         super().__init__(ORIENTATIONS * in_fields, out_fields, kernel_size, stride=stride, padding=padding, bias=bias)
         self.in_fields, self.out_fields = in_fields, out_fields
+        self.__dict__["_bank_index"] = {}  # device -> gather index; a plain attribute: no state, nothing to sync
 
     def reset_parameters(self) -> None:
         out, channels, kh, kw = self.weight.shape
@@ -90,6 +104,18 @@ class P4ConvP4(nn.Conv2d):
                 f"{ORIENTATIONS * self.out_fields} channels), kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, bias={self.bias is not None}")
 
+    def filter_bank(self) -> Tensor:
+        """The ``(4 * out, 4 * in, k, k)`` kernel of this forward: :func:`p4_filter_bank` of the filters."""
+        if _tracing():  # compilers and exporters take the turns themselves (and fuse them)
+            return p4_filter_bank(self.weight)
+        index = self._bank_index.get(self.weight.device)
+        if index is None:
+            with torch.inference_mode(False):  # built under inference_mode, it could not serve training later
+                index = p4_bank_index(tuple(self.weight.shape), self.weight.device)
+            self._bank_index[self.weight.device] = index
+        out, channels, kh, kw = self.weight.shape
+        return self.weight.reshape(-1).index_select(0, index).view(ORIENTATIONS * out, channels, kh, kw)
+
     def forward(self, x: Tensor) -> Tensor:
         bias = None if self.bias is None else self.bias.repeat_interleave(ORIENTATIONS)
-        return F.conv2d(x, p4_filter_bank(self.weight), bias, self.stride, self.padding)
+        return F.conv2d(x, self.filter_bank(), bias, self.stride, self.padding)
