@@ -148,7 +148,7 @@ def test_the_reproduction_script_and_readme_table_run_the_paper_rows():
         cfg = load_config(ROOT / "configs" / "cifar10" / f"{config}.yaml")
         model = create_model(cfg.model.arch, cfg.model.num_classes, cfg.model.csg)
         assert sum(p.numel() for p in model.parameters()) == params, config
-        assert re.search(rf"\| `{config}` \| {params:,} \| [\d.]+× \| {re.escape(top1)} \|", readme), config
+        assert re.search(rf"\| `{config}` \| {params:,} \| [\d.]+× \| [\d,]+ \| (?:–|[\d,]+) \| {re.escape(top1)} \|", readme), config
 
 
 # ---- init
