@@ -1,8 +1,9 @@
 """What a training step minimises: cross-entropy with the labels, or that plus a teacher's term (distillation).
 
 The step calls the objective with the model's outputs, the targets and the inputs (a teacher looks at them);
-targets are class indices, or per image a probability for each class (soft targets: ``nn.CrossEntropyLoss``
-takes both). An objective whose loss has parts reports them apart: ``terms`` names them and
+targets are class indices, or per image a probability for each class (soft targets, as batch mixing makes
+them: ``nn.CrossEntropyLoss`` takes both, label smoothing applied to either). Distillation's label term is on
+the same targets, and its teacher sees the images the student sees, mixed ones too. An objective whose loss has parts reports them apart: ``terms`` names them and
 :meth:`CrossEntropy.add_term_sums` hands their sums over the images since it was last called.
 """
 from __future__ import annotations

@@ -20,6 +20,12 @@ from .files import atomic_write, read_text
 
 METRIC_FIELDS = ["epoch", "step", "lr", "train_loss", "train_top1", "train_top5", "val_loss", "val_top1",
                  "val_top5", "epoch_time", "eval_time", "img_s"]
+EMA_FIELDS = ["ema_val_loss", "ema_val_top1", "ema_val_top5"]  # a run with train.ema: its average's, after img_s
+
+
+def _fields(rows: list[dict[str, Any]]) -> list[str]:
+    """The columns: the EMA's only where a row has them, so a run without one keeps the file it always had."""
+    return METRIC_FIELDS + (EMA_FIELDS if any(k in row for row in rows for k in EMA_FIELDS) else [])
 
 
 def read_history(path: Path, keep_epochs: int) -> list[dict[str, Any]]:
@@ -31,14 +37,16 @@ def read_history(path: Path, keep_epochs: int) -> list[dict[str, Any]]:
     def value(row, key):
         text = row.get(key) or ""
         return None if text == "" else int(text) if key in ("epoch", "step") else float(text)
-    return [{k: value(r, k) for k in METRIC_FIELDS} for r in rows if int(r["epoch"]) <= keep_epochs]
+    fields = _fields(rows)
+    return [{k: value(r, k) for k in fields} for r in rows if int(r["epoch"]) <= keep_epochs]
 
 
 def metrics_csv(history: list[dict[str, Any]]) -> str:
+    fields = _fields(history)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
-    w.writerows({k: row.get(k) for k in METRIC_FIELDS} for row in history)
+    w.writerows({k: row.get(k) for k in fields} for row in history)
     return buf.getvalue()
 
 

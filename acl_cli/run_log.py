@@ -92,10 +92,11 @@ class RunLog:
             self.writer.add_scalar(f"train/loss_{name}{suffix}", mean, step)
 
     def epoch_scalars(self, row: dict[str, Any]) -> None:
-        """The epoch's row in TensorBoard, at its last step."""
-        for key in ("train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5"):
+        """The epoch's row in TensorBoard, at its last step; a weight EMA's evaluation under ``ema_val/``."""
+        for key in ("train_loss", "train_top1", "train_top5", "val_loss", "val_top1", "val_top5", "ema_val_loss",
+                    "ema_val_top1", "ema_val_top5"):
             if row.get(key) is not None:
-                split, name = key.split("_")
+                split, name = key.rsplit("_", 1)
                 self.writer.add_scalar(f"{split}/{name}", row[key], row["step"])
         self.writer.add_scalar("lr", row["lr"], row["step"])  # also at epoch ends: short runs have it too
         self.writer.add_scalar("perf/img_s", row["img_s"], row["step"])
@@ -113,9 +114,11 @@ class RunLog:
         self.write_metrics(history)
         row = history[-1]
         top5 = "" if row["val_top5"] is None else f"top5 {row['val_top5']:5.2f}%  "
+        ema = "" if row.get("ema_val_top1") is None else f"ema top1 {row['ema_val_top1']:5.2f}%  "
+        mixed = " (dominant label)" if self.cfg.data.mixup or self.cfg.data.cutmix else ""  # of mixed images
         self.line(f"epoch {row['epoch']:>3}/{self.cfg.train.epochs}  train loss {row['train_loss']:.4f} "
-                  f"top1 {row['train_top1']:5.2f}%  val loss {row['val_loss']:.4f} top1 {row['val_top1']:5.2f}% "
-                  f"{top5}lr {row['lr']:.4g}  {row['img_s']:,.0f} img/s  "
+                  f"top1{mixed} {row['train_top1']:5.2f}%  val loss {row['val_loss']:.4f} top1 {row['val_top1']:5.2f}% "
+                  f"{top5}{ema}lr {row['lr']:.4g}  {row['img_s']:,.0f} img/s  "
                   f"{row['epoch_time']:.1f}s{'  *best' if is_best else ''}")
 
     def final(self, final: dict[str, Any], step: int) -> None:

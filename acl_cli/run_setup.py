@@ -1,5 +1,6 @@
-"""What a training run is built from, checked before anything is written: the data and its loaders, the
-model with its optimizer, schedule and gradient scaler, and the distillation teacher. A model that does not
+"""What a training run is built from, checked before anything is written: the data and its loaders (with the
+batch mixing and the gradient accumulation's groups), the model with its optimizer, schedule, gradient scaler
+and weight EMA, and the distillation teacher. A model that does not
 take the data, a teacher trained on other images or classes, an empty split: each fails here, and the rerun
 needs no --overwrite."""
 from __future__ import annotations
@@ -11,16 +12,18 @@ import torch
 from torch import nn
 
 from . import distributed, rundir
+from .accumulation import Accumulation
 from .config import Config
 from .csg import kept_plain_summary
-from .data import (DeviceLoader, build_splits, check_classes, check_split_images, eval_loader, sample_fingerprint,
-                   train_loader, usable_workers)
+from .data import (DeviceLoader, build_mixing, build_splits, check_classes, check_split_images, eval_loader,
+                   sample_fingerprint, train_loader, usable_workers)
 from .device import autocast
 from .distill import Teacher, load_teacher
 from .errors import UserError, one_line
 from .models.build import build_model, load_generator, load_pretrained
 from .optim import build_optimizer, build_scheduler
 from .params import report_for_config
+from .weight_ema import build_ema
 
 
 class RunSetup:
@@ -35,6 +38,7 @@ class RunSetup:
         self._build_model()
         self._build_teacher(allow_imports)
         self._check_model_takes_data()
+        self.notes += _recipe_notes(cfg, self.accumulation, env.world_size)
 
     def _build_data(self) -> None:
         """Every process takes its own share of each epoch and of the validation set."""
@@ -54,7 +58,9 @@ class RunSetup:
                                    began_with)
         self.val_loader = eval_loader(splits.val, cfg.data, self.device, env.rank, env.world_size, began_with)
         self.sampler = self.loader.batch_sampler
-        self.steps_per_epoch: int = self.sampler.batches_per_epoch()
+        self.steps_per_epoch: int = self.sampler.batches_per_epoch()  # batches: what the state's steps count
+        self.accumulation = Accumulation(cfg.train.accumulate_steps, self.steps_per_epoch)
+        self.mixing = build_mixing(cfg.data, cfg.model.num_classes, cfg.train.seed, env.rank)
 
     def _build_model(self) -> None:
         cfg, env, device = self.cfg, self.env, self.device
@@ -77,11 +83,13 @@ class RunSetup:
         self.scheduler = self.schedule()
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
         self.report = report_for_config(cfg.model, model)
+        self.ema = build_ema(self.model, cfg.train.ema)  # from the weights the run starts with (a resume loads its own)
 
     def schedule(self) -> torch.optim.lr_scheduler.LRScheduler:
-        """A fresh schedule over the optimizer's current rates, at step 0."""
+        """A fresh schedule over the optimizer's current rates, at step 0; it counts optimizer steps (one per
+        group of ``train.accumulate_steps`` batches)."""
         cfg = self.cfg
-        return build_scheduler(self.optimizer, cfg.schedule, cfg.train.epochs, self.steps_per_epoch)
+        return build_scheduler(self.optimizer, cfg.schedule, cfg.train.epochs, self.accumulation.steps_per_epoch)
 
     def _build_teacher(self, allow_imports: tuple[str, ...]) -> None:
         """The distillation teacher (or None): frozen, in eval mode, on the student's device and memory format."""
@@ -165,3 +173,22 @@ class RunSetup:
         workers, asked = usable_workers(self.cfg.data), self.cfg.data.workers
         return f"DataLoader, {workers} workers" + (f" (data.workers {asked} capped to the cores)" if workers < asked
                                                     else "")
+
+
+def _recipe_notes(cfg: Config, accumulation: Accumulation, processes: int) -> list[str]:
+    """What the banner says of the recipe parts the run sets (issue 34): how each changes what the logs show."""
+    d, t, notes = cfg.data, cfg.train, []
+    if d.mixup or d.cutmix:
+        parts = [f"{name} {alpha:g}" for name, alpha in (("mixup", d.mixup), ("cutmix", d.cutmix)) if alpha]
+        notes.append(f"batch mixing ({', '.join(parts)}): the loss is on soft targets; train top-1 counts each mixed "
+                     "image's dominant label")
+    if t.accumulate_steps > 1:
+        notes.append(f"gradient accumulation: one optimizer step per {t.accumulate_steps} batches (global batch "
+                     f"{t.accumulate_steps * d.batch_size * processes}), {accumulation.steps_per_epoch} per epoch: "
+                     "the schedule counts them")
+    if t.ema is not None:
+        e = t.ema
+        notes.append(f"weight EMA (decay {e.decay:g}, every {e.every_steps} optimizer step(s), warm-up "
+                     f"{e.warmup_steps}): evaluated beside the weights each epoch; best.pt holds the EMA's weights, "
+                     "chosen on its val top-1")
+    return notes

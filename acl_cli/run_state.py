@@ -5,7 +5,7 @@ field, named as the checkpoint format names them). :class:`RunCheckpoints` write
 from it and the setup's model, optimizer, schedule and gradient scaler, and on ``--resume`` puts all of them
 back as they were, after checking that the resume continues the same run (data, processes, teacher).
 Something new to carry across a resume goes here alone: a number or a record as a field of RunState (saved
-and restored with no more code), an object with a ``state_dict`` (averaged weights, say) in
+and restored with no more code), an object with a ``state_dict`` (the weight EMA, say) in
 :meth:`RunCheckpoints.write` and :meth:`RunCheckpoints._restore`, side by side.
 """
 from __future__ import annotations
@@ -100,14 +100,20 @@ class RunCheckpoints:
 
     def write(self, state: RunState, name: str, lean: bool = False) -> None:
         """Write ``name`` from the current state; never from non-finite weights. A ``lean`` checkpoint
-        (best.pt: for evaluation and export) leaves out what only a resume needs: optimizer, schedule, RNG."""
-        setup, step = self.setup, state.step
-        if not all_finite(setup.model):  # checked on every process: the weights are the same everywhere
+        (best.pt: for evaluation and export) leaves out what only a resume needs: optimizer, schedule, RNG; with
+        a weight EMA its ``model`` is the EMA's weights (``weights: ema`` says so), which acl eval and export
+        read as any model's, and ``last.pt`` keeps the EMA beside the weights (``ema``)."""
+        setup, step, ema = self.setup, state.step, self.setup.ema
+        models = [setup.model] + ([] if ema is None else [ema.model])
+        if not all(all_finite(m) for m in models):  # checked on every process: the weights are the same everywhere
             raise UserError(f"the weights are not finite after step {step} (epoch "
                             f"{(step - 1) // setup.steps_per_epoch + 1}); {self.last_good}; lower optim.lr")
         if setup.env.is_main:
-            saved = {"config": setup.cfg.to_dict(), "model": setup.model.state_dict(), "classes": setup.splits.classes,
+            weights = ema.model if lean and ema is not None else setup.model
+            saved = {"config": setup.cfg.to_dict(), "model": weights.state_dict(), "classes": setup.splits.classes,
                      "input_shape": setup.input_shape, "progress": state.to_checkpoint(), "params": setup.report.total}
+            if ema is not None:
+                saved.update({"weights": "ema"} if lean else {"ema": ema.state_dict()})
             if not lean:
                 scaler = setup.scaler.state_dict() if setup.scaler.is_enabled() else None
                 saved.update(optimizer=setup.optimizer.state_dict(), scheduler=setup.scheduler.state_dict(),
@@ -118,8 +124,8 @@ class RunCheckpoints:
 
     def restore(self, state: RunState, log: Callable[[str], None]) -> Resumed:
         """Load ``last.pt`` into the freshly built setup and ``state``: weights, optimizer, schedule, gradient
-        scaler, RNG and progress. A file acl did not write as it is (edited, or sent) is one line, and nothing
-        is trained or written."""
+        scaler, weight EMA, RNG and progress. A file acl did not write as it is (edited, or sent) is one line,
+        and nothing is trained or written."""
         path = self.setup.run_dir / "last.pt"
         mtime_ns = path.stat().st_mtime_ns
         saved = load_checkpoint(path)
@@ -140,6 +146,8 @@ class RunCheckpoints:
         setup.optimizer.load_state_dict(saved["optimizer"])
         if saved.get("scaler"):
             setup.scaler.load_state_dict(saved["scaler"])
+        if setup.ema is not None:  # train.ema cannot change on a resume: a run with one saved it
+            setup.ema.load_state_dict(saved["ema"])
         self._check_same_run(saved, state)
         teacher, files = state.teacher, state.train_files  # as found now: the teacher may have moved
         state.update_from_checkpoint(saved["progress"])
@@ -178,13 +186,14 @@ class RunCheckpoints:
                             "added, removed, renamed or moved between class folders): resume needs the same data")
 
     def _rebuild_schedule(self, step: int) -> None:
-        """The schedule is a function of the step: rebuilt at the step reached, it is what a fresh run of these
-        settings has there (new lr or schedule settings included; old checkpoints' scheduler classes too)."""
+        """The schedule is a function of the optimizer steps (one per group of ``train.accumulate_steps``
+        batches): rebuilt at those ``step`` batches make, it is what a fresh run of these settings has there (new
+        lr or schedule settings included; old checkpoints' scheduler classes too)."""
         setup, cfg = self.setup, self.setup.cfg
         for group in setup.optimizer.param_groups:  # lr_scale: absent in checkpoints from before it (all 1)
             group["lr"] = group["initial_lr"] = cfg.optim.lr * setup.lr_factor * group.get("lr_scale", 1.0)
         setup.scheduler = setup.schedule()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
-            for _ in range(step):
+            for _ in range(setup.accumulation.optimizer_steps(step)):
                 setup.scheduler.step()

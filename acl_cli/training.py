@@ -5,14 +5,16 @@
 (:meth:`Run.end_epoch`). What it works with lives apart: what is built before anything is written
 (:mod:`.run_setup`), the run's state and its checkpoints (:mod:`.run_state`), taking the run folder
 (:mod:`.run_takeover`), what a step minimises (:mod:`.objective`), what the run reports (:mod:`.run_log`),
-the epoch's loss and accuracy sums (:mod:`.epoch_stats`) and what stops it early (:mod:`.run_stop`).
+the epoch's loss and accuracy sums (:mod:`.epoch_stats`) and what stops it early (:mod:`.run_stop`); the
+recipe parts a step adds: batch mixing (:mod:`.data.mixing`), gradient accumulation's groups
+(:mod:`.accumulation`) and the weight EMA (:mod:`.weight_ema`).
 """
 from __future__ import annotations
 
 import copy
 import shlex
 import time
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +25,7 @@ from tqdm import tqdm
 
 from . import distributed, rundir
 from .config import Config, absolute_paths
+from .data import dominant_labels
 from .device import autocast, resolve_device
 from .epoch_stats import EpochStats
 from .errors import UserError
@@ -108,6 +111,7 @@ class Run:
         self.train_model, teacher = setup.for_training()  # wrapped after the resume: DDP starts from its weights
         self.objective = build_objective(cfg, teacher, device)
         self.steps_this_call = 0
+        self.group_backwards = 0  # batches of the current accumulation group whose loss was back-propagated
 
     def _check_not_finished(self) -> None:
         """A finished run is refused; one killed after its last checkpoint but before its last records only
@@ -138,7 +142,9 @@ class Run:
         return self.finish()
 
     def train_one_epoch(self, epoch: int, stop: StopRequest) -> dict[str, Any]:
-        """One pass over the training set (or the rest of one); returns the epoch's training row."""
+        """One pass over the training set (or the rest of one); returns the epoch's training row. A stop or a
+        checkpoint asked for inside a group of accumulated batches waits for the group's end: a checkpoint then
+        holds no gradient, and a resume needs no more than the optimizer (nothing else is saved)."""
         cfg, state, setup = self.cfg, self.state, self.setup
         setup.sampler.set_epoch(epoch, state.batch)
         self.train_model.train()
@@ -146,21 +152,17 @@ class Run:
         clock = _EpochClock(state.wall, state.epoch_time)
         session_images = self.stats.images  # images of this epoch before this session, for the running img/s
         bar = self.log.progress_bar(setup.loader, epoch, state.batch, setup.steps_per_epoch)
+        why, due, every = None, False, cfg.train.checkpoint_every_steps
         for x, y in bar:
             self.step(x, y, epoch)
-            state.step += 1
-            state.batch += 1
-            self.steps_this_call += 1
             if self.env.is_main and state.step % cfg.train.log_every_steps == 0:
                 self._log_running(bar, clock, epoch, session_images)
-            why = stop.reason(state.step, self.steps_this_call, self.env, self.device)
-            every = cfg.train.checkpoint_every_steps
-            if why or (every and state.step % every == 0):
-                state.epoch_sums = self.stats.sync(self.checkpoints.last_good)
-                state.distill_sums = self.objective.add_term_sums(state.distill_sums)
-                state.wall = clock.wall_before + clock.session()
-                state.epoch_time = clock.epoch_time_before + clock.session()
-                self.checkpoints.write(state, "last.pt")
+            why = why or stop.reason(state.step, self.steps_this_call, self.env, self.device)  # alike everywhere
+            due = due or bool(every and state.step % every == 0)
+            if not (why or due) or not setup.accumulation.group_done(state.batch):
+                continue
+            self._write_mid_epoch(clock)
+            due = False
             if why:
                 raise TrainingInterrupted(
                     f"stopped ({why}) at epoch {epoch + 1}, step {state.step}; {self.run_dir / 'last.pt'} "
@@ -168,31 +170,72 @@ class Run:
         bar.close()
         return self._close_epoch(epoch, clock)
 
+    def _write_mid_epoch(self, clock: _EpochClock) -> None:
+        """``last.pt`` within an epoch, its sums and times so far with it."""
+        state = self.state
+        state.epoch_sums = self.stats.sync(self.checkpoints.last_good)
+        state.distill_sums = self.objective.add_term_sums(state.distill_sums)
+        state.wall = clock.wall_before + clock.session()
+        state.epoch_time = clock.epoch_time_before + clock.session()
+        self.checkpoints.write(state, "last.pt")
+
     def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
-        """One batch: forward, the objective, backward and the optimizer's update (skipped for a non-finite
-        loss under train.on_nonfinite: skip), then the schedule's step."""
+        """One batch, and the state one batch on: mixed (data.mixup/cutmix: soft targets), forward, the
+        objective, backward into its group's gradients (the loss over the group's size; under DDP all-reduced on
+        the group's last batch only), and at the group's end the update (:meth:`_update`). A non-finite loss
+        under train.on_nonfinite: skip adds nothing to its group."""
         cfg, state, setup = self.cfg, self.state, self.setup
-        optimizer, scaler = setup.optimizer, setup.scaler
+        groups = setup.accumulation
+        if groups.starts_group(state.batch):
+            setup.optimizer.zero_grad(set_to_none=True)
+            self.group_backwards = 0
         x = x.to(self.device, non_blocking=True, memory_format=setup.memory_format)
-        y = y.to(self.device, non_blocking=True)
-        with autocast(self.device, cfg.train.amp):
-            logits = self.train_model(x)
-            loss = self.objective(logits, y, x)
-        if cfg.train.on_nonfinite == "skip" and not torch.isfinite(loss):  # a host sync, only here
-            self.log.line(f"warning: loss is {loss.item()} at step {state.step + 1} (epoch {epoch + 1}); "
-                          "update skipped")
-            state.skipped += 1
-        else:
-            self.stats.record(loss, logits, y, state.step)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+        targets = y.to(self.device, non_blocking=True)
+        if setup.mixing is not None:  # a function of (seed, rank, step): a resume mixes alike
+            x, targets = setup.mixing(x, targets, state.step)
+            x = x.contiguous(memory_format=setup.memory_format)
+        ends_group = groups.ends_group(state.batch)
+        with self._gradient_sync(ends_group):
+            with autocast(self.device, cfg.train.amp):
+                logits = self.train_model(x)
+                loss = self.objective(logits, targets, x)
+            if cfg.train.on_nonfinite == "skip" and not torch.isfinite(loss):  # a host sync, only here
+                self.log.line(f"warning: loss is {loss.item()} at step {state.step + 1} (epoch {epoch + 1}); "
+                              "update skipped")
+                state.skipped += 1
+            else:  # train top-1 of a mixed image: against its dominant label
+                self.stats.record(loss, logits, dominant_labels(targets), state.step)
+                setup.scaler.scale(loss / groups.group_size(state.batch)).backward()
+                self.group_backwards += 1
+        state.lr = setup.optimizer.param_groups[0]["lr"]  # what this group steps at: the rate logs report
+        if ends_group:
+            self._update()
+        state.step += 1
+        state.batch += 1
+        self.steps_this_call += 1
+
+    def _update(self) -> None:
+        """The group's optimizer step (none when each of its batches was skipped), then the schedule's step and
+        the EMA's update: both count optimizer steps, skipped ones too."""
+        cfg, setup = self.cfg, self.setup
+        optimizer, scaler = setup.optimizer, setup.scaler
+        if self.group_backwards:
             if cfg.optim.grad_clip:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(setup.model.parameters(), cfg.optim.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-        state.lr = optimizer.param_groups[0]["lr"]  # what this step ran at: the rate logs report
-        setup.scheduler.step()  # the schedule follows batches, skipped ones too
+        setup.scheduler.step()
+        if setup.ema is not None:  # of the plain module: the same weights on every process
+            setup.ema.update(setup.model, setup.accumulation.optimizer_steps(self.state.step + 1))
+
+    def _gradient_sync(self, ends_group: bool) -> AbstractContextManager[Any]:
+        """DDP all-reduces the gradients on a group's last batch only; the group's other batches add to this
+        process's gradients (``no_sync``)."""
+        ddp = getattr(self.train_model, "_orig_mod", self.train_model)  # under torch.compile: the module it wraps
+        if ends_group or not isinstance(ddp, nn.parallel.DistributedDataParallel):
+            return nullcontext()
+        return ddp.no_sync()
 
     def _close_epoch(self, epoch: int, clock: _EpochClock) -> dict[str, Any]:
         """The epoch's training row, summed over processes; the state moves on to the next epoch."""
@@ -204,6 +247,8 @@ class Run:
         totals = self.env.sum(torch.tensor(sums, dtype=torch.float64, device=self.device)).tolist()
         loss_sum, correct, images = totals[:3]
         self.env.broadcast_buffers(self.setup.model)
+        if self.setup.ema is not None:  # its BatchNorm statistics averaged each process's: rank 0's everywhere
+            self.env.broadcast_buffers(self.setup.ema.model)
         state.epoch, state.batch, state.epoch_sums = epoch + 1, 0, [0.0, 0, 0, 0]
         state.wall, state.epoch_time, state.distill_sums = clock.wall_before + session_time, 0.0, [0.0, 0.0, 0]
         seen = max(images, 1)
@@ -218,20 +263,28 @@ class Run:
         TensorBoard first: a kill before the checkpoint repeats the same points at the same step on resume,
         and one after it loses none (a resume purges only the steps after its checkpoint)."""
         state, setup, t0 = self.state, self.setup, time.perf_counter()
-        val = evaluate(setup.model, setup.val_loader, self.device, env=self.env, amp=self.cfg.train.amp,
-                       memory_format=setup.memory_format)
+        val = self._evaluate(setup.model)
+        ema = None if setup.ema is None else self._evaluate(setup.ema.model)
         eval_time = time.perf_counter() - t0
         state.wall += eval_time
         row = {**row, "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"], "eval_time": eval_time}
+        if ema is not None:
+            row.update(ema_val_loss=ema["loss"], ema_val_top1=ema["top1"], ema_val_top5=ema["top5"])
         self.log.epoch_scalars(row)
         state.history.append(row)
         state.pending = None
-        is_best = val["top1"] > state.best_top1
+        top1 = val["top1"] if ema is None else ema["top1"]  # with an EMA, best.pt holds it: chosen on its top-1
+        is_best = top1 > state.best_top1
         if is_best:  # best first: a kill between the two writes re-runs the evaluation and rewrites both
-            state.best_top1 = val["top1"]
+            state.best_top1 = top1
             self.checkpoints.write(state, "best.pt", lean=True)
         self.checkpoints.write(state, "last.pt")
         self.log.epoch_done(state.history, is_best)
+
+    def _evaluate(self, model: nn.Module) -> dict[str, float]:
+        setup = self.setup
+        return evaluate(model, setup.val_loader, self.device, env=self.env, amp=self.cfg.train.amp,
+                        memory_format=setup.memory_format)
 
     def finish(self) -> dict[str, Any]:
         """``final.json`` and the closing records; returns the final metrics."""
@@ -241,6 +294,8 @@ class Run:
                  "val_samples": len(splits.val), "val_source": splits.sources["val"],
                  "best_val_top1": state.best_top1, "params": self.setup.report.total, "epochs": state.epoch,
                  "wall_s": state.wall}
+        if self.setup.ema is not None:  # best_val_top1 is then the EMA's, as best.pt holds its weights
+            final.update({key: last.get(key) for key in ("ema_val_top1", "ema_val_top5", "ema_val_loss")})
         self.log.final(final, state.step)
         return final
 
