@@ -90,14 +90,18 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> MacCount:
     return MacCount(counter.get_total_flops() // 2, generation, by_module, generation_by_layer)
 
 
-def _count_built(model_cfg: ModelConfig, csg: dict | None, input_shape: Sequence[int], params: int) -> MacCount:
-    """Build the config's model (``csg`` or the original) and count it: on meta tensors, else on the CPU."""
+def _count_built(model_cfg: ModelConfig, csg: dict | None, input_shape: Sequence[int], params: int,
+                 arch: str = "") -> MacCount:
+    """Build the config's model (``csg``, or the original ``arch``) and count it: on meta tensors, else on the
+    CPU."""
     from .models import create_model
+
+    arch = arch or model_cfg.arch
 
     with torch.random.fork_rng(devices=[]):  # building draws initial weights: the caller's random stream stays
         try:
             with torch.device("meta"):
-                model = create_model(model_cfg.arch, model_cfg.num_classes, csg)
+                model = create_model(arch, model_cfg.num_classes, csg)
             return count_macs(model, input_shape)
         except Exception:  # a builder or forward that reads tensor values (RegNet, .item()): run it for real
             pass
@@ -106,7 +110,7 @@ def _count_built(model_cfg: ModelConfig, csg: dict | None, input_shape: Sequence
         if math.prod(input_shape) > MAX_CPU_COUNT_INPUT:
             raise ValueError(f"a {'x'.join(map(str, input_shape))} image is too large to run on the CPU only to count")
         with torch.device("cpu"):
-            model = create_model(model_cfg.arch, model_cfg.num_classes, csg)
+            model = create_model(arch, model_cfg.num_classes, csg)
         return count_macs(model, input_shape)
 
 
@@ -120,7 +124,9 @@ def add_macs(report: ParamReport, model_cfg: ModelConfig, input_shape: Sequence[
     counted = None
     try:
         counted = _count_built(model_cfg, csg, input_shape, report.total)
-        original = counted if csg is None else _count_built(model_cfg, None, input_shape, report.original_total)
+        compared = report.original_arch or model_cfg.arch
+        original = counted if csg is None and compared == model_cfg.arch else \
+            _count_built(model_cfg, None, input_shape, report.original_total, compared)
     except Exception as e:  # a user's network, or an op the counter cannot take: the parameters still stand
         macs.error = f"{type(e).__name__}: {one_line(e, 200)}"
         counted = None

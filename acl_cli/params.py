@@ -39,7 +39,7 @@ class ParamReport:
     trainable: int
     frozen: int
     by_kind: dict[str, int]
-    original_total: int
+    original_total: int  # the original's: for a baseline (resnet56_sep), the network it stands in for
     compression: float  # original_total / total
     num_codes: int = 0
     unused_codes: int = 0
@@ -47,6 +47,7 @@ class ParamReport:
     kept_plain: str = ""  # convs convert() left plain although targeted, and why ("16 StdConv2d (weight ...)")
     layers: list[LayerRow] = field(default_factory=list)
     macs: MacReport | None = None  # acl_cli.compute.add_macs fills it
+    original_arch: str = ""  # what original_total counts: arch, or a baseline's original
 
     def to_dict(self, per_layer: bool = False) -> dict[str, Any]:
         d = asdict(self)
@@ -104,12 +105,26 @@ def layer_rows(model: nn.Module) -> list[LayerRow]:
     return rows
 
 
-def parameter_report(model: nn.Module, original: nn.Module, arch: str = "", csg: dict | None = None) -> ParamReport:
+def original_arch(arch: str) -> str:
+    """The network a model is compared with: ``arch`` itself (its twin without CSG), or for a baseline of the
+    authors' comparison (``resnet56_sep``) the original it stands in for (``resnet56``), so the baselines'
+    compression and MACs ratio are against the same network as the CSG model's."""
+    from .models import MODELS
+
+    # the zoo only: an external arch (package.module:factory) is never a baseline, and looking it up would
+    # import its module, which acl report and the readers of a sent run folder must never do
+    entry = MODELS.get(arch)
+    return entry.baseline_of or arch if entry is not None else arch
+
+
+def parameter_report(model: nn.Module, original: nn.Module, arch: str = "", csg: dict | None = None,
+                     compared_with: str = "") -> ParamReport:
     by_kind, trainable, frozen = count_by_kind(model)
     total = trainable + frozen
     original_total = sum(count_by_kind(original)[1:])
     report = ParamReport(arch, csg, total, trainable, frozen, by_kind, original_total,
-                         round(original_total / total, 4), layers=layer_rows(model))
+                         round(original_total / total, 4), layers=layer_rows(model),
+                         original_arch=compared_with or arch)
     generator = find_generator(model)
     if generator is not None:
         report.num_codes = sum(layer.num_slices for layer in generator.layers)
@@ -145,7 +160,7 @@ def report_for_config(model_cfg, model: nn.Module | None = None) -> ParamReport:
                     built = create_model(model_cfg.arch, model_cfg.num_classes, csg)
                 except ValueError as e:
                     raise UserError(f"model: {e}") from None
-            return built, create_model(model_cfg.arch, model_cfg.num_classes, None)
+            return built, create_model(original_arch(model_cfg.arch), model_cfg.num_classes, None)
 
     try:
         built, original = build("meta")
@@ -154,7 +169,7 @@ def report_for_config(model_cfg, model: nn.Module | None = None) -> ParamReport:
             built, original = build("cpu")
         except (RuntimeError, OverflowError, MemoryError) as e:  # a code_size or num_classes too large to allocate
             raise UserError(f"model: cannot build {model_cfg.arch} with these settings: {one_line(e, 160)}") from None
-    return parameter_report(built, original, model_cfg.arch, csg)
+    return parameter_report(built, original, model_cfg.arch, csg, original_arch(model_cfg.arch))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,7 +194,8 @@ def _macs_rows(r: ParamReport) -> list[tuple[str, str]]:
         share = f" ({m.generation / m.per_image:.1%} of one image's)" if m.per_image else ""
         rows.append(("generation MACs", f"{m.generation:,} per forward pass, whatever its batch{share}"))
     ratio = "-" if m.ratio is None else f"{m.ratio:.2f}x"
-    return rows + [("original MACs", f"{m.original_per_image:,}"), ("MACs ratio", ratio)]
+    label = "original MACs" if r.original_arch in ("", r.arch) else f"original MACs ({r.original_arch})"
+    return rows + [(label, f"{m.original_per_image:,}"), ("MACs ratio", ratio)]
 
 
 def _summary_rows(r: ParamReport) -> list[tuple[str, str]]:
@@ -188,7 +204,8 @@ def _summary_rows(r: ParamReport) -> list[tuple[str, str]]:
         rows.append(("csg", _csg_summary(r)))
     rows += [("total", f"{r.total:,}"), ("trainable", f"{r.trainable:,}"), ("frozen", f"{r.frozen:,}")]
     rows += [(f"  {k}", f"{v:,}") for k, v in r.by_kind.items() if v]
-    rows += [("original total", f"{r.original_total:,}"), ("compression", f"{r.compression:.2f}x")]
+    compared = "original total" if r.original_arch in ("", r.arch) else f"original total ({r.original_arch})"
+    rows += [(compared, f"{r.original_total:,}"), ("compression", f"{r.compression:.2f}x")]
     if r.csg:
         rows.append(("codes", f"{r.num_codes:,}"))
         rows.append(("unused codes", f"{r.unused_codes:,} ({r.unused_code_params:,} params never reach a kernel)"))

@@ -15,10 +15,11 @@ from typing import Any
 from .config import NOT_COMPUTATIONAL, ConfigError, build_config, flatten, load_raw, quote
 from .errors import UserError
 from .files import atomic_write, read_text
+from .params import original_arch
 from .rundir import check_output_file
 
-COLUMNS = ["run", "arch", "csg", "distilled", "params", "compression", "macs", "best_top1", "final_top1", "selected_on", "epochs",
-           "status", "wall_min", "img_s", "seed", "made"]
+COLUMNS = ["run", "arch", "csg", "distilled", "params", "trainable", "compression", "macs", "best_top1", "final_top1",
+           "selected_on", "epochs", "status", "wall_min", "s_epoch", "img_s", "seed", "made"]
 
 
 def _run_record(run: Path) -> dict[str, Any]:
@@ -82,8 +83,8 @@ def _processes(record: dict[str, Any]) -> int:
 # Runs that differ only in these (and their seed) are one experiment. The data root is not among them:
 # another folder may hold other data, so runs on two roots are never averaged together.
 _NOT_THE_EXPERIMENT = ("train.seed", *(k for k in NOT_COMPUTATIONAL if k != "data.root"))
-GROUP_COLUMNS = ["group", "arch", "csg", "distilled", "params", "compression", "macs", "n", "seeds", "best_top1", "best_top1_std",
-                 "final_top1", "final_top1_std", "selected_on", "status"]
+GROUP_COLUMNS = ["group", "arch", "csg", "distilled", "params", "trainable", "compression", "macs", "n", "seeds", "best_top1",
+                 "best_top1_std", "final_top1", "final_top1_std", "selected_on", "status"]
 
 
 def _distilled(cfg) -> str:
@@ -113,6 +114,32 @@ def _csg(cfg) -> str:
     return text
 
 
+def _recipe(cfg) -> str:
+    """"-", or the recipe parts of modern references the run added to the authors' recipe (issue 34): weight
+    EMA, batch mixing, an augmentation policy, random erasing, gradient accumulation."""
+    t, d = cfg.train, cfg.data
+    parts = []
+    if t.ema is not None:
+        parts.append(f"ema {t.ema.decay:g}" + (f" every {t.ema.every_steps}" if t.ema.every_steps > 1 else "") +
+                     (f" warmup {t.ema.warmup_steps}" if t.ema.warmup_steps else ""))
+    parts += [f"{name} {alpha:g}" for name, alpha in (("mixup", d.mixup), ("cutmix", d.cutmix)) if alpha]
+    if d.mixup and d.cutmix:
+        parts[-1] += f" (switch {d.mixup_switch_prob:g})"
+    parts += [d.augment] if d.augment != "none" else []
+    parts += [f"erasing {d.random_erasing:g}"] if d.random_erasing else []
+    parts += [f"accumulate {t.accumulate_steps}"] if t.accumulate_steps > 1 else []
+    return ", ".join(parts) or "-"
+
+
+def _with_recipe(columns: list[str], rows: list[dict[str, Any]]) -> list[str]:
+    """``columns`` with ``recipe`` after ``distilled`` when some run sets a recipe part; reports of runs on
+    the authors' recipe keep the columns they always had."""
+    if all(r.get("recipe", "-") == "-" for r in rows):
+        return columns
+    i = columns.index("distilled") + 1
+    return columns[:i] + ["recipe"] + columns[i:]
+
+
 def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / "config.yaml").is_file() and (Path(path) / "params.json").is_file()
 
@@ -125,17 +152,41 @@ def _macs(params: dict[str, Any]) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
 
 
-def _params(run: Path) -> tuple[int, float, int | None]:
-    """The parameter count, compression and MACs per image of params.json. A count that is no whole number in
-    [0, 2**63) or a ratio that is no finite number is an edited file: refused by name."""
+def _whole(value: Any, upper: int) -> int | None:
+    """``value`` if it is a whole number in [0, upper], else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= upper else None
+
+
+def _compression(params: dict[str, Any], cfg, total: int) -> float:
+    """params.json's compression. A baseline recorded before baselines were counted against the original they
+    stand in for (resnet56_sep's params.json then said 1.0, against itself) is recounted against it."""
+    compared = original_arch(cfg.model.arch)
+    if "original_arch" in params or compared == cfg.model.arch or total <= 0:
+        return float(params["compression"])
+    import torch
+
+    from .models import create_model
+
+    with torch.device("meta"):  # shapes only: nothing allocated, nothing initialised
+        original = create_model(compared, cfg.model.num_classes, None)
+    return round(sum(p.numel() for p in original.parameters()) / total, 4)
+
+
+def _params(run: Path, cfg) -> dict[str, Any]:
+    """The parameter count, trainable parameters, compression and MACs per image of params.json. A count that
+    is no whole number in [0, 2**63) or a ratio that is no finite number is an edited file: refused by name;
+    a trainable count that is none (or more than the total) shows as missing."""
     try:
         params = json.loads(read_text(run / "params.json"))
-        total, compression = int(params["total"]), float(params["compression"])
-        if 0 <= total < 2**63 and math.isfinite(compression):  # more is no network's, and no plot could draw it
-            return total, compression, _macs(params)
+        total = int(params["total"])
+        if 0 <= total < 2**63:  # more is no network's, and no plot could draw it
+            compression = _compression(params, cfg, total)
+            if math.isfinite(compression):
+                return {"params": total, "trainable": _whole(params.get("trainable"), total),
+                        "compression": compression, "macs": _macs(params)}
     except UserError:
         raise
-    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):  # int(1e999), JSON nested deep
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError, AttributeError):  # int(1e999), deep JSON
         pass
     raise UserError(f"{run}: params.json is not readable (cut short or edited?)")
 
@@ -146,14 +197,15 @@ def _finite(value: float | None) -> float | None:
 
 
 def _metrics(run: Path) -> dict[str, Any]:
-    """Epochs done, best and final val top-1, wall minutes and median img/s from metrics.csv. A value that is
-    no finite number (or a top-1 outside 0..100) shows as missing: an edited cell never breaks the report."""
+    """Epochs done, best and final val top-1 (a run with weight EMA: its average's, which best.pt holds), wall
+    minutes, seconds an epoch and median img/s from metrics.csv. A value that is no finite number (or a top-1
+    outside 0..100) shows as missing: an edited cell never breaks the report."""
     rows, top1, wall_s, img_s = [], [], 0.0, []
     if (run / "metrics.csv").exists():
         text = read_text(run / "metrics.csv")
         try:
             rows = [r for r in csv.DictReader(io.StringIO(text, newline="")) if (r.get("epoch") or "").isdigit()]
-            top1 = [float(r["val_top1"]) for r in rows]
+            top1 = [float(r.get("ema_val_top1") or r["val_top1"]) for r in rows]  # an EMA run: its average's
             wall_s = sum(float(r["epoch_time"]) + float(r.get("eval_time") or 0) for r in rows)
             img_s = [v for v in (float(r["img_s"]) for r in rows) if math.isfinite(v)]
         except (ValueError, KeyError, TypeError, csv.Error):
@@ -162,7 +214,8 @@ def _metrics(run: Path) -> dict[str, Any]:
     seen = [v for v in top1 if v is not None]
     median_img_s = _finite(statistics.median(img_s)) if img_s else None  # two of 1e308 average to inf
     return {"done": len(rows), "best_top1": max(seen) if seen else None, "final_top1": top1[-1] if top1 else None,
-            "wall_min": _finite(round(wall_s / 60, 1)), "img_s": None if median_img_s is None else round(median_img_s)}
+            "wall_min": _finite(round(wall_s / 60, 1)), "s_epoch": _finite(round(wall_s / len(rows), 1)) if rows else None,
+            "img_s": None if median_img_s is None else round(median_img_s)}
 
 
 def collect(run_dir: str | Path) -> dict[str, Any]:
@@ -178,7 +231,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         raise UserError(f"{run}: {e}") from None
     except (ValueError, KeyError, TypeError, OSError, RecursionError):
         raise UserError(f"{run}: config.yaml is not readable (cut short or edited?)") from None
-    total, compression, macs = _params(run)
+    counts = _params(run, cfg)
     metrics = _metrics(run)
     record = _run_record(run)
     finished = (run / "final.json").exists()
@@ -189,15 +242,15 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         "arch": cfg.model.arch,
         "csg": _csg(cfg),
         "distilled": _distilled(cfg),
-        "params": total,
-        "compression": compression,
-        "macs": macs,
+        "recipe": _recipe(cfg),
+        **counts,
         "best_top1": metrics["best_top1"],
         "final_top1": metrics["final_top1"],
         "selected_on": _selected_on(record, cfg),
         "status": "finished" if finished else "unfinished",
         "epochs": f"{metrics['done']}/{cfg.train.epochs}",
         "wall_min": metrics["wall_min"],
+        "s_epoch": metrics["s_epoch"],
         "img_s": metrics["img_s"],
         "seed": cfg.train.seed,
         "made": _made(record),
@@ -233,7 +286,7 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         final_mean, final_std = _mean_std([r["final_top1"] for r in members if r["final_top1"] is not None])
         out.append({"group": names.pop() if len(names) == 1 else f"{first['run']} (+{len(members) - 1})",
                     "arch": first["arch"], "csg": first["csg"], "distilled": first["distilled"],
-                    "params": first["params"],
+                    "recipe": first["recipe"], "params": first["params"], "trainable": first["trainable"],
                     "compression": first["compression"], "macs": first["macs"], "n": len(members),
                     "seeds": " ".join(str(r["seed"]) for r in sorted(members, key=lambda r: r["seed"])),
                     "best_top1": best_mean, "best_top1_std": best_std, "final_top1": final_mean,
@@ -299,14 +352,14 @@ def format_rows(rows: list[dict[str, Any]], fmt: str, by_seed: bool = False) -> 
     some group has several seeds."""
     groups = group_rows(rows)
     if by_seed:
-        return _table(groups, GROUP_COLUMNS, fmt)
-    text = _table(rows, COLUMNS, fmt)
+        return _table(groups, _with_recipe(GROUP_COLUMNS, groups), fmt)
+    text = _table(rows, _with_recipe(COLUMNS, rows), fmt)
     if fmt == "markdown" and any(g["n"] > 1 for g in groups):
         shown = [{**g, "best_top1": _pm(g["best_top1"], g["best_top1_std"]),
                   "final_top1": _pm(g["final_top1"], g["final_top1_std"])} for g in groups]
-        columns = ["group", "arch", "csg", "distilled", "params", "compression", "macs", "n", "best_top1", "final_top1",
-                   "selected_on", "status"]
-        text += "\n\nGrouped over seeds (mean ± sample std over n runs):\n\n" + _table(shown, columns, fmt)
+        columns = ["group", "arch", "csg", "distilled", "params", "trainable", "compression", "macs", "n", "best_top1",
+                   "final_top1", "selected_on", "status"]
+        text += "\n\nGrouped over seeds (mean ± sample std over n runs):\n\n" + _table(shown, _with_recipe(columns, shown), fmt)
     return text
 
 

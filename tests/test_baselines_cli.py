@@ -58,21 +58,34 @@ def test_count_params(cli, name):
     assert sum(rows[n]["params"] for n in convs) == report["by_kind"]["conv"]
     for n, m in convs.items():
         assert rows[n]["shape"] == list(m.weight.shape) and rows[n]["params"] == sum(p.numel() for p in m.parameters())
+    original = MODELS[name].baseline_of  # compression and MACs ratio against the network it stands in for
+    assert (report["original_arch"], report["original_total"]) == (original, ORIGINAL_COUNTS[original])
+    assert report["compression"] == round(ORIGINAL_COUNTS[original] / AUTHORS_COUNTS[name], 4)
+    original_macs = json.loads(cli("count-params", "--config", f"cifar10/{original}", "--format", "json").output)["macs"]
+    assert report["macs"]["original_per_image"] == original_macs["per_image"]
+    assert report["macs"]["ratio"] == round(report["macs"]["per_image"] / original_macs["per_image"], 4)
     table = cli("count-params", "--arch", name, "--per-layer").output
     assert re.search(rf"^total +{AUTHORS_COUNTS[name]:,}$", table, re.M)
+    assert re.search(rf"^original total \({original}\) +{ORIGINAL_COUNTS[original]:,}$", table, re.M)
     assert re.search(rf"^{re.escape(list(convs)[-1])} ", table, re.M)  # the last conv's row
 
 
 @pytest.mark.parametrize("name", SIX)
-def test_train(trained, name):
+def test_train(trained, name, cli):
     run, res = trained(name)
     assert res.exit_code == 0, res.output
     assert f"{name}: {AUTHORS_COUNTS[name]:,} params, 8 train / 2 val images" in res.output
     final = json.loads((run / "final.json").read_text())
     assert final["params"] == AUTHORS_COUNTS[name] and final["epochs"] == 1 and final["val_samples"] == 2
-    assert json.loads((run / "params.json").read_text())["total"] == AUTHORS_COUNTS[name]
+    counted = json.loads((run / "params.json").read_text())
+    original = MODELS[name].baseline_of  # the run records its compression against the network it stands in for
+    assert (counted["total"], counted["original_arch"], counted["original_total"]) == (
+        AUTHORS_COUNTS[name], original, ORIGINAL_COUNTS[original])
+    assert counted["compression"] == round(ORIGINAL_COUNTS[original] / AUTHORS_COUNTS[name], 4)
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1"] and rows[0]["step"] == "1"
+    report = json.loads(cli("report", run, "--format", "json").output)
+    assert report[0]["compression"] == counted["compression"] and report[0]["trainable"] == counted["trainable"]
 
 
 @pytest.mark.parametrize("name", SIX)
@@ -130,3 +143,19 @@ def test_bench_against_the_original(cli, name):
     assert r["ratios"]["params"] == pytest.approx(AUTHORS_COUNTS[name] / ORIGINAL_COUNTS[original])
     assert r["csg"]["train_img_s"] == pytest.approx(2 / (r["csg"]["train_step_ms"] / 1e3))
     assert r["csg"]["macs"] > 0 and r["original"]["macs"] > 0 and r["csg"]["generation_macs"] == 0
+
+
+def test_a_baseline_distils_from_a_baseline_teacher(trained, cli, tmp_path):
+    """Distillation with baselines on both sides: resnet56_gcnn learns from the trained resnet56_sep run; the run
+    records its teacher and the report names it."""
+    teacher, res = trained("resnet56_sep")
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "student"
+    res = cli("train", "--config", "cifar10/resnet56_gcnn", "--out", out, *_sets(TINY),
+              "--set", f"distill.teacher={teacher}", "--set", "distill.alpha=0.9", "--set", "distill.temperature=4")
+    assert res.exit_code == 0, res.output
+    progress = torch.load(out / "last.pt", weights_only=True)["progress"]
+    assert progress["teacher"]["source"] == f"{teacher} (resnet56_sep)"  # the teacher's run and arch, its weights
+    assert len(progress["teacher"]["sha256"]) == 64
+    report = json.loads(cli("report", out, "--format", "json").output)
+    assert report[0]["arch"] == "resnet56_gcnn" and report[0]["distilled"].startswith(f"from {teacher.name}")

@@ -40,11 +40,25 @@ def _best(run: Path) -> tuple[float, int]:
     return max(float(r["val_top1"]) for r in rows), len(rows)
 
 
+_NAME = re.compile(r"(.+?)(?:_lr(\d+(?:\.\d+)?))?(_reuse)?(_distill)?(?:_seed(\d+))?")
+
+
 def _variant(run: Path) -> tuple[str, float, bool]:
     """What a run's folder name says (scripts/results_cifar10.sh): the config it was trained from, the lr scale on
-    codes and generator (CSG_LR_SCALE: a name ending _lr<scale>) and whether it was distilled (_distill)."""
-    m = re.fullmatch(r"(.+?)(?:_lr(\d+(?:\.\d+)?))?(_reuse)?(_distill)?", run.name)
+    codes and generator (CSG_LR_SCALE: a name ending _lr<scale>; a _reuse run's scale is in its config only) and
+    whether it was distilled (_distill). A _seed<N> ending is another seed of the same experiment."""
+    m = _NAME.fullmatch(run.name)
     return m[1], float(m[2] or 1), bool(m[4])
+
+
+def _reused(run: Path) -> bool:
+    """Whether the run trained from a reused, frozen generator (REUSE_GENERATOR: a name with _reuse)."""
+    return bool(_NAME.fullmatch(run.name)[3])
+
+
+def _experiment(run: Path) -> str:
+    """The run's experiment: its name without a _seed<N> ending (seed 0 has none)."""
+    return re.sub(r"_seed\d+$", "", run.name)
 
 
 def test_there_are_committed_runs():
@@ -69,6 +83,10 @@ def test_a_committed_run_is_complete_lean_and_named_after_its_config(run, cli):
     assert ran_shown.exit_code == 0, ran_shown.output
     shipped, ran = yaml.safe_load(shown.output), yaml.safe_load(ran_shown.output)
     shipped["optim"]["csg_lr_scale"] = csg_lr_scale  # the one change a _lr<scale> run makes to the recipe
+    if _reused(run):  # the lr2 run's settings, the generator from the authors' checkpoint and frozen
+        shipped["optim"]["csg_lr_scale"] = ran["optim"]["csg_lr_scale"] = 2.0
+        assert ran["model"]["csg"]["freeze"] is True
+        assert Path(ran["model"]["csg"]["init_from"]).name == "RN20_1616-128.pt"
     for section in ("optim", "schedule"):  # the authors' recipe, as the config gives it
         assert ran[section] == shipped[section], section
     assert {k: v for k, v in ran["model"].items() if k != "csg"} == {k: v for k, v in shipped["model"].items()
@@ -135,7 +153,32 @@ def test_a_committed_checkpoint_classifies_held_out_jpegs_as_its_metrics_say(run
     assert abs(metrics["top1"] - best) < 7  # 500 of the 5,000 images best.pt was chosen on (std ~1.5 points)
 
 
+def _experiments() -> dict[str, list[Path]]:
+    """The committed runs by experiment, seed 0 first."""
+    groups: dict[str, list[Path]] = {}
+    for run in RUNS:
+        groups.setdefault(_experiment(run), []).append(run)
+    return {name: sorted(runs, key=lambda r: json.loads((r / "run.json").read_text()) and _seed(r))
+            for name, runs in groups.items()}
+
+
+def _seed(run: Path) -> int:
+    import yaml
+
+    return yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"]
+
+
+def _mean_std(runs: list[Path]) -> tuple[float, float | None]:
+    """Mean and sample std of the runs' best held-out top-1, as acl report rounds them."""
+    import statistics
+
+    best = [_best(r)[0] for r in runs]
+    return round(statistics.mean(best), 2), round(statistics.stdev(best), 2) if len(best) > 1 else None
+
+
 def test_the_readme_table_is_read_from_the_committed_runs():
+    """One row per experiment: its best held-out top-1, or with several seeds their mean ± std and how many; a run
+    with frozen parameters says how many it trained; every session's hardware."""
     readme = (ROOT / "README.md").read_text()
     table = readme.split("## Reproducing the paper", 1)[1]
     rows = {}
@@ -147,17 +190,21 @@ def test_the_readme_table_is_read_from_the_committed_runs():
     columns = [c.strip() for c in header.strip().strip("|").split("|")]
     acl_col = columns.index("acl top-1")
     with_results = {name for name, cells in rows.items() if cells[acl_col] not in ("", "–", "-")}
-    assert with_results == {p.name for p in RUNS}
-    for run in RUNS:
-        cells = dict(zip(columns, rows[run.name]))
-        best, epochs = _best(run)
-        assert cells["acl top-1"] == f"{best:.2f}"
-        assert cells["epochs"] == str(epochs)
+    experiments = _experiments()
+    assert with_results == set(experiments)
+    for name, runs in experiments.items():
+        cells = dict(zip(columns, rows[name]))
+        mean, std = _mean_std(runs)
+        assert cells["acl top-1"] == (f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f} ({len(runs)} seeds)")
+        params = json.loads((runs[0] / "params.json").read_text())
+        trained = f" ({params['trainable']:,} trained)" if params["frozen"] else ""
+        assert cells["params"] == f"{params['total']:,}{trained}", name
+        assert {str(_best(r)[1]) for r in runs} == {cells["epochs"]}
         assert "5,000 held out of train" in cells["chosen on"]
-        for session in json.loads((run / "run.json").read_text())["sessions"]:  # each session ran where it says
+        for session in (s for r in runs for s in json.loads((r / "run.json").read_text())["sessions"]):
             cpu = re.fullmatch(r"CPU (.+) \((\w+)\), (\d+) cores, \d+ threads?", session["device"])
             shown = f"{cpu[3]}-core {cpu[1]} CPU ({cpu[2]})" if cpu else session["device"]
-            assert shown in cells["hardware"], (run.name, session["device"])
+            assert shown in cells["hardware"], (name, session["device"])
 
 
 def test_the_readme_says_how_much_of_the_gap_distillation_closed():
@@ -356,8 +403,9 @@ def test_reuse_generator_trains_the_csg_config_from_a_frozen_generator_under_its
 
 
 def test_the_gpu_results_script_trains_both_pairs_at_the_recipe_and_at_twice_the_csg_lr(tmp_path):
-    """scripts/gpu_results.sh (dry run): six runs on GPU 0 with CUDA graphs, the committed results' split, each
-    named as results/cifar10 names it; without its zip it refuses in one line before training anything."""
+    """scripts/gpu_results.sh (dry run): the two pairs at the recipe and the CSG configs at twice the lr, and the six
+    baselines of ResNet-56 and DenseNet-BC-40 k=48, on GPU 0 with CUDA graphs, the committed results' split, each
+    named as results/ names it; without its zip it refuses in one line before training anything."""
     import os
     import shlex
     import sys
@@ -368,8 +416,12 @@ def test_the_gpu_results_script_trains_both_pairs_at_the_recipe_and_at_twice_the
     assert res.returncode == 0, res.stderr
     jobs = [shlex.split(x) for x in res.stdout.splitlines() if " train " in x]
     names = sorted(_job_config(a)[0] for a in jobs)
-    assert names == ["resnet20", "resnet20_csg_16_72", "resnet20_csg_16_72_lr2", "resnet56", "resnet56_csg_12_72",
-                     "resnet56_csg_12_72_lr2"]
+    baselines = [f"{family}_{kind}" for family in ("densenet_bc_40_48", "resnet56") for kind in ("crelu", "gcnn", "sep")]
+    assert names == sorted(["resnet20", "resnet20_csg_16_72", "resnet20_csg_16_72_lr2", "resnet56", "resnet56_csg_12_72",
+                            "resnet56_csg_12_72_lr2", *baselines])
+    outs = {_job_config(a)[0]: Path(a[a.index("--out") + 1]).parent.name for a in jobs}
+    assert {n for n, folder in outs.items() if folder == "baselines"} == set(baselines)
+    assert f"tar -cf {tmp_path / 'out' / 'runs.tar'} -C {tmp_path / 'runs'} recipe lr2 baselines" in res.stdout
     for argv in jobs:
         name, made = _job_config(argv)
         config_name, csg_lr_scale, _ = _variant(Path(name))
@@ -394,27 +446,166 @@ def test_the_gpu_results_script_trains_both_pairs_at_the_recipe_and_at_twice_the
     assert res.returncode == 1, res.stderr  # the profile needs CUDA; the runs are packed before it
     assert (tmp_path / "data" / "train" / "cat" / "0001.jpg").is_file()
     with tarfile.open(tmp_path / "out" / "runs.tar") as tar:
-        assert {"recipe", "lr2"} <= set(tar.getnames())
+        assert {"recipe", "lr2", "baselines"} <= set(tar.getnames())
     assert (tmp_path / "out" / "profile_step.txt").is_file()
 
 
 def test_the_readme_says_where_twice_the_csg_lr_ends():
-    """The README's sentence on the CSG run at twice the lr on codes and generator, recomputed from metrics.csv."""
-    runs = {p.name: p for p in RUNS}
+    """The README's sentence on the CSG run at twice the lr on codes and generator, recomputed from metrics.csv:
+    the gap of the means over seeds, and seed by seed."""
+    groups = _experiments()
     names = ["resnet20", "resnet20_csg_16_72", "resnet20_csg_16_72_lr2"]
-    if not all(name in runs for name in names):
+    if not all(name in groups for name in names):
         pytest.skip("the run at twice the csg lr and its pair are not all committed")
-    original, plain, faster = (_best(runs[name])[0] for name in names)
-    left = round(original - faster, 2)
+    (original, original_std), (plain, _), (faster, faster_std) = (_mean_std(groups[name]) for name in names)
+    seeds = len(groups["resnet20_csg_16_72_lr2"])
+    assert seeds == len(groups["resnet20"]) > 1  # seed by seed needs the same seeds of both
+    gap = round(original - faster, 2)
     text = " ".join((ROOT / "README.md").read_text().split())
-    where = f"{left:.2f} points below" if left >= 0 else f"{-left:.2f} points above"
-    assert f"`resnet20_csg_16_72_lr2` reaches {faster:.2f} (the recipe: {plain:.2f}), {where} its original" in text
-    assert (", within 1.0" if abs(left) <= 1.0 else ", so not within 1.0") in text
+    where = f"{gap:.2f} points below" if gap >= 0 else f"{-gap:.2f} points above"
+    assert (f"Over {['', 'one', 'two', 'three', 'four'][seeds]} seeds each, `resnet20_csg_16_72_lr2` reaches "
+            f"{faster:.2f} ± {faster_std:.2f} against its original's {original:.2f} ± {original_std:.2f} (the recipe, "
+            f"one seed: {plain:.2f}), {where} its original on the mean") in text
+    assert (", within 1.0" if abs(gap) <= 1.0 else ", so not within 1.0") in text
+    by_seed = [round(_best(o)[0] - _best(f)[0], 2) for o, f in zip(groups["resnet20"], groups["resnet20_csg_16_72_lr2"])]
+    assert _seed(groups["resnet20"][1]) == _seed(groups["resnet20_csg_16_72_lr2"][1])
+    assert "seed by seed the gap is " + " and ".join(f"{g:.2f}" for g in by_seed) in text
 
 
-@pytest.mark.parametrize("folder", [RESULTS, CSG_OPTIM], ids=lambda p: p.name)
+def test_the_readme_says_what_reusing_the_authors_generator_gave():
+    """The reuse run's sentence, recomputed: trained parameters from params.json, top-1 against the same network
+    with its generator trained (seed 0) and against the original's mean."""
+    groups = _experiments()
+    if "resnet20_csg_16_72_reuse" not in groups:
+        pytest.skip("the reuse run is not committed")
+    (reuse,) = groups["resnet20_csg_16_72_reuse"]
+    params = json.loads((reuse / "params.json").read_text())
+    top1, trained = _best(reuse)[0], _best(groups["resnet20_csg_16_72_lr2"][0])[0]
+    original = _mean_std(groups["resnet20"])[0]
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert f"trains {params['trainable']:,} of its {params['total']:,} parameters" in text
+    assert (f"It reaches {top1:.2f}, {trained - top1:.2f} points below the same network with its generator trained "
+            f"(`resnet20_csg_16_72_lr2`, seed 0, {trained:.2f}) and {original - top1:.2f} below its original's mean") in text
+    assert ("does not make the network more efficient" if top1 < trained else "makes it more efficient") in text
+
+
+def test_the_reuse_run_kept_the_authors_generator_frozen():
+    """best.pt's generator is the imported authors' generator, unchanged by 30 epochs; and where their repository
+    is fetched, results/authors/RN20_1616-128.pt is exactly acl import-original of their checkpoint."""
+    run = RESULTS / "resnet20_csg_16_72_reuse"
+    if run not in RUNS:
+        pytest.skip("the reuse run is not committed")
+    committed = ROOT / "results" / "authors" / "RN20_1616-128.pt"
+    authors = torch.load(committed, weights_only=True)["model"]
+    best = torch.load(run / "best.pt", weights_only=True)["model"]
+    assert tuple(authors["csg.weight"].shape) == (16 * 16 * 3 * 3, 72)  # 72-wide codes, whatever the folder says
+    assert torch.equal(best["csg.weight"], authors["csg.weight"])
+    assert not torch.equal(best["stage3.2.conv_b.codes"], authors["stage3.2.conv_b.codes"])  # the codes trained
+
+
+def test_the_committed_authors_generator_is_their_published_checkpoint_imported(tmp_path, cli):
+    from authors_code import MIRROR
+
+    if not MIRROR.is_dir():
+        pytest.skip("the authors' repository is not fetched here")
+    ckpt = tmp_path / "ckpt.t7"
+    with open(ckpt, "wb") as f:
+        subprocess.run(["git", "--git-dir", str(MIRROR), "show", "HEAD:Pretrained_Models/RN20_1616-128/ckpt.t7"],
+                       stdout=f, check=True)
+    res = cli("import-original", ckpt, "--arch", "resnet20", "--out", tmp_path / "imported.pt")
+    assert res.exit_code == 0, res.output
+    imported = torch.load(tmp_path / "imported.pt", weights_only=True)["model"]
+    committed = torch.load(ROOT / "results" / "authors" / "RN20_1616-128.pt", weights_only=True)["model"]
+    assert imported.keys() == committed.keys()
+    assert all(torch.equal(imported[k], committed[k]) for k in committed)
+
+
+@pytest.mark.parametrize("folder", [RESULTS, CSG_OPTIM, ROOT / "results" / "baselines"], ids=lambda p: p.name)
 def test_a_committed_report_is_what_acl_report_says_of_its_runs(folder, cli):
     runs = sorted(p for p in folder.iterdir() if (p / "final.json").is_file())
     res = cli("report", *runs, "--format", "markdown")
     assert res.exit_code == 0, res.output
     assert (folder / "report.md").read_text().strip() == res.output.strip()
+
+
+BASELINES = ROOT / "results" / "baselines"
+BASELINES_HEADING = "### The baselines the paper compared with"
+
+
+def _finished(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if (p / "final.json").is_file())
+
+
+def test_the_readme_baselines_table_is_read_from_its_runs(cli):
+    """Every cell of the README's baseline comparison from the committed runs: params and MACs from params.json,
+    compression against the family's original (counted by its own run), top-1, img/s and s/epoch from
+    metrics.csv; every run on one split, subset and schedule."""
+    import statistics
+
+    import yaml
+
+    section = (ROOT / "README.md").read_text().split(BASELINES_HEADING, 1)[1].split("\n#", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and re.fullmatch(r"`[a-z0-9_]+`", cells[0]):
+            rows[cells[0].strip("`")] = cells[1:]
+    runs = _finished(BASELINES)
+    assert sorted(rows) == [p.name for p in runs] and len(runs) == 5
+    original = json.loads((BASELINES / "resnet56" / "params.json").read_text())["total"]
+    settings = set()
+    for run in runs:
+        params, compression, macs, top1, img_s, s_epoch = rows[run.name]
+        counted = json.loads((run / "params.json").read_text())
+        assert params == f"{counted['total']:,}" and macs == f"{counted['macs']['per_image']:,}"
+        assert compression == f"{original / counted['total']:.2f}×"
+        with open(run / "metrics.csv", newline="") as f:
+            epochs = list(csv.DictReader(f))
+        wall = sum(float(r["epoch_time"]) + float(r["eval_time"]) for r in epochs)
+        assert top1 == f"{_best(run)[0]:.2f}" and s_epoch == f"{wall / len(epochs):.1f}"
+        assert img_s == str(round(statistics.median(float(r["img_s"]) for r in epochs)))
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        d = cfg["data"]
+        settings.add((d["train_subset"], d["val_split"], d["split_seed"], cfg["train"]["epochs"], cfg["optim"]["lr"],
+                      str(cfg["schedule"]), cfg["train"]["seed"]))
+    (setting,) = settings  # the same images, split, schedule and seed for every row, as the README says
+    assert setting[:4] == (5000, 0.1, 0, 6) and setting[-1] == 0
+    shown = {r["run"]: r for r in json.loads(cli("report", *runs, "--format", "json").output)}
+    assert {name: f"{shown[name]['compression']:.2f}×" for name in rows} == {n: c[1] for n, c in rows.items()}
+
+
+def test_the_readme_baselines_command_makes_exactly_the_committed_runs(tmp_path):
+    import yaml
+
+    section = (ROOT / "README.md").read_text().split(BASELINES_HEADING, 1)[1].split("\n#", 1)[0]
+    lines = [x for x in section.splitlines() if "scripts/compare_baselines.sh" in x and "=" in x.split()[0]]
+    jobs = _dry_run("compare_baselines.sh", lines, tmp_path, out="results/baselines")
+    assert sorted(_job_config(a)[0] for a in jobs) == [p.name for p in _finished(BASELINES)]
+    for argv in jobs:
+        name, made = _job_config(argv)
+        committed = yaml.safe_load((BASELINES / name / "config.yaml").read_text())
+        for key in ("model", "optim", "schedule"):
+            assert made[key] == committed[key], (name, key)
+        for key in ("name", "val_split", "split_seed", "train_subset", "batch_size", "loader"):
+            assert made["data"][key] == committed["data"][key], (name, key)
+        assert (made["train"]["epochs"], made["train"]["seed"]) == (committed["train"]["epochs"], committed["train"]["seed"])
+
+
+def test_report_shows_trainable_parameters_and_seconds_an_epoch_from_the_records(cli):
+    """acl report's trainable column is params.json's (the reuse run trains its codes, BatchNorm, stem and
+    classifier only), and s_epoch the wall time of metrics.csv's epochs over their number."""
+    runs = [r for r in (RESULTS / "resnet20_csg_16_72_reuse", RESULTS / "resnet20") if r in RUNS]
+    if len(runs) < 2:
+        pytest.skip("the reuse run is not committed")
+    shown = {r["run"]: r for r in json.loads(cli("report", *runs, "--format", "json").output)}
+    for run in runs:
+        counted = json.loads((run / "params.json").read_text())
+        assert (shown[run.name]["params"], shown[run.name]["trainable"]) == (counted["total"], counted["trainable"])
+        with open(run / "metrics.csv", newline="") as f:
+            epochs = list(csv.DictReader(f))
+        wall = sum(float(r["epoch_time"]) + float(r["eval_time"]) for r in epochs)
+        assert shown[run.name]["s_epoch"] == round(wall / len(epochs), 1)
+    reuse = shown["resnet20_csg_16_72_reuse"]
+    assert reuse["trainable"] == 10_810 < reuse["params"] == 176_698  # what the README's row says
+    table = cli("report", *runs, "--format", "markdown").output
+    assert "| params | trainable |" in table and "| 176,698 | 10,810 |" in table
