@@ -4,11 +4,13 @@
 #   ZIP=gpu_data/cifar10-jpeg-train.zip scripts/gpu_results.sh EPOCHS OUT_DIR
 # with gpu_data/ (the shared uncompressed zip, 52 MB, copied into a folder .git/info/exclude ignores) in the
 # call's carry. It trains resnet20, resnet56 and their CSG configs with the authors' recipe (200 epochs is
-# theirs; fewer keep its fractions) and the CSG configs again with CSG_LR_SCALE=2, all at once on GPU 0:
+# theirs; fewer keep its fractions), the CSG configs again with CSG_LR_SCALE=2, and the baselines the paper
+# compared with (separable, CReLU and p4 group convolutions of ResNet-56 and DenseNet-BC-40 k=48), twelve runs
+# at once on GPU 0:
 # eager steps of these small networks are bound by kernel launches, so one GPU has room for several, and
 # CUDA graphs (train.compile_mode reduce-overhead) cut the launches. At LIMIT_S (default 300) the sweeps are
 # sent SIGTERM: their runs checkpoint and stop. The run folders are trained in RUNS (runs/gpu_results):
-# recipe/ and lr2/, last.pt included so a later call can resume them; OUT_DIR gets them packed, runs.tar,
+# recipe/, lr2/ and baselines/, last.pt included so a later call can resume them; OUT_DIR gets them packed, runs.tar,
 # and profile_step.txt (two files: the device tool brings back at most 8). The images are unzipped into a
 # fresh temporary folder, removed at exit (or into DATA_DIR, which must not exist yet: it is kept); an archive
 # with a link, an absolute path or a .. among its members is refused. DRY_RUN=1 prints the commands. Commit a
@@ -21,7 +23,7 @@ LIMIT_S=${LIMIT_S:-300}
 PYTHON=${PYTHON:-python}
 DRY_RUN=${DRY_RUN:-0}
 export DRY_RUN
-export GPUS="0 0 0 0 0 0"  # six jobs, all on GPU 0
+export GPUS="0 0 0 0 0 0"  # each sweep's jobs at once, all on GPU 0
 export EXTRA_SET="--set train.amp=bf16 --set train.compile=true --set train.compile_mode=reduce-overhead
 --set data.workers=2"
 RUNS=${RUNS:-runs/gpu_results}
@@ -74,13 +76,19 @@ if [ "$DRY_RUN" = 1 ]; then  # one after the other: two printing at once would m
 fi
 CSG_LR_SCALE=2 CONFIGS="resnet20_csg_16_72 resnet56_csg_12_72" \
     timeout -s TERM "$LIMIT_S" scripts/results_cifar10.sh "$DATA" "$EPOCHS" "$RUNS/lr2" & pids+=($!)
+if [ "$DRY_RUN" = 1 ]; then
+    wait "${pids[-1]}" || status=1
+    pids=()
+fi
+CONFIGS="resnet56_sep resnet56_crelu resnet56_gcnn densenet_bc_40_48_sep densenet_bc_40_48_crelu densenet_bc_40_48_gcnn" \
+    timeout -s TERM "$LIMIT_S" scripts/results_cifar10.sh "$DATA" "$EPOCHS" "$RUNS/baselines" & pids+=($!)
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done  # 1: a run failed or was stopped at LIMIT_S
 if [ "$DRY_RUN" = 1 ]; then
-    printf 'tar -cf %q -C %q recipe lr2\n' "$OUT/runs.tar" "$RUNS"
+    printf 'tar -cf %q -C %q recipe lr2 baselines\n' "$OUT/runs.tar" "$RUNS"
     printf '%q scripts/profile_step.py --device cuda --fused > %q\n' "$PYTHON" "$OUT/profile_step.txt"
     exit 0
 fi
 mkdir -p "$OUT"
-tar -cf "$OUT/runs.tar" -C "$RUNS" recipe lr2
+tar -cf "$OUT/runs.tar" -C "$RUNS" recipe lr2 baselines
 "$PYTHON" scripts/profile_step.py --device cuda --fused > "$OUT/profile_step.txt" || status=1
 exit $status
