@@ -169,6 +169,7 @@ def eval_cmd(checkpoint, overrides, split, device, batch_size, fmt, allow_train_
         top5 = "n/a (fewer than 5 classes)" if m["top5"] is None else f"{m['top5']:.2f}%"
         click.echo(f"{split} ({m['source']}): top1 {m['top1']:.2f}%  top5 {top5}  loss {m['loss']:.4f}  "
                    f"samples {m['samples']:,}  params {m['params']:,}" +
+                   ("  (the weights' EMA)" if m["weights"] == "ema" else "") +
                    (f"  ({m['trained_on']:,} of {m['samples']:,} images were trained on)" if "trained_on" in m else ""))
 
 

@@ -162,6 +162,11 @@ def test_best_pt_holds_the_ema_chosen_on_its_top1_and_acl_eval_gives_its_logged_
     evaluated = json.loads(res.output)
     assert evaluated["top1"] == pytest.approx(ema_top1[best])
     assert evaluated["loss"] == pytest.approx(float(rows[best]["ema_val_loss"]), rel=1e-5)
+    assert evaluated["weights"] == "ema"  # eval says whose weights it scored
+    table = cli("eval", run / "best.pt", "--allow-import", "recipe_nets").output
+    assert "(the weights' EMA)" in table
+    assert json.loads(cli("eval", run / "last.pt", "--format", "json", "--allow-import", "recipe_nets").output)[
+        "weights"] == "model"
 
 
 # ---- gradient accumulation
@@ -228,7 +233,7 @@ def test_a_recipe_run_says_what_it_does_and_the_report_shows_its_recipe(nets, tm
     assert {"ema_val/loss", "ema_val/top1", "ema_val/top5"} <= set(acc.Tags()["scalars"])
     row = collect(run)
     assert row["recipe"] == "ema 0.9998, mixup 0.2, accumulate 2"
-    assert row["best_top1"] == pytest.approx(float(_rows(run)[0]["ema_val_top1"]))  # an EMA run: its average's
+    assert row["best_top1"] == round(float(_rows(run)[0]["ema_val_top1"]), 2)  # an EMA run: its average's (report: 2 decimals)
     header = format_rows([row], "markdown").splitlines()[0]
     assert "| recipe |" in header
 
