@@ -520,7 +520,7 @@ def test_the_committed_authors_generator_is_their_published_checkpoint_imported(
     assert all(torch.equal(imported[k], committed[k]) for k in committed)
 
 
-@pytest.mark.parametrize("folder", [RESULTS, CSG_OPTIM, ROOT / "results" / "baselines"], ids=lambda p: p.name)
+@pytest.mark.parametrize("folder", [RESULTS, CSG_OPTIM, ROOT / "results" / "baselines", ROOT / "results" / "recipe"], ids=lambda p: p.name)
 def test_a_committed_report_is_what_acl_report_says_of_its_runs(folder, cli):
     runs = sorted(p for p in folder.iterdir() if (p / "final.json").is_file())
     res = cli("report", *runs, "--format", "markdown")
@@ -609,3 +609,35 @@ def test_report_shows_trainable_parameters_and_seconds_an_epoch_from_the_records
     assert reuse["trainable"] == 10_810 < reuse["params"] == 176_698  # what the README's row says
     table = cli("report", *runs, "--format", "markdown").output
     assert "| params | trainable |" in table and "| 176,698 | 10,810 |" in table
+
+
+RECIPE = ROOT / "results" / "recipe"
+
+
+def test_the_readme_ema_comparison_is_read_from_its_runs():
+    """The quickstart with and without weight EMA: the commands in the README made the committed configs, the
+    weights' top-1 is the same every epoch, and the sentence's numbers are the files'."""
+    import shlex
+
+    from acl_cli.config import load_config
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("The EMA on the quickstart", 1)[1].split("## After the first run", 1)[0]
+    commands = [shlex.split(x) for x in re.findall(r"```bash\n(.*?)```", section, re.S)[0].splitlines()]
+    for argv in commands:
+        out = Path(argv[argv.index("--out") + 1])
+        sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+        made = load_config(ROOT / argv[argv.index("--config") + 1], sets).to_dict()
+        committed = load_config(ROOT / out / "config.yaml", []).to_dict()
+        for key in ("model", "optim", "schedule"):
+            assert made[key] == committed[key], (out, key)
+        assert made["train"]["ema"] == committed["train"]["ema"] and made["train"]["seed"] == committed["train"]["seed"]
+    plain, ema = (list(csv.DictReader((RECIPE / name / "metrics.csv").open())) for name in ("quickstart", "quickstart_ema"))
+    assert [r["val_top1"] for r in plain] == [r["val_top1"] for r in ema]  # the EMA leaves the weights' training alone
+    best, last = max(float(r["val_top1"]) for r in plain), float(plain[-1]["val_top1"])
+    ema_best = max(float(r["ema_val_top1"]) for r in ema)
+    assert json.loads((RECIPE / "quickstart_ema" / "final.json").read_text())["best_val_top1"] == pytest.approx(ema_best)
+    text = " ".join(section.split())
+    assert f"best {best:.2f}, last {last:.2f}); the average at decay 0.95" in text
+    assert f"reaches {ema_best:.2f}, {best - ema_best:.2f} below the weights' best" in text
+    assert ("does not help" if ema_best < best else "helps") in text
