@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -308,6 +309,8 @@ def report_cmd(run_dirs, fmt, by_seed, plot_path, out_path, overwrite):
         check_plot_path(plot_path, overwrite)
     if out_path:
         check_output_path(out_path, "--out", overwrite)
+    if plot_path and out_path and os.path.realpath(plot_path) == os.path.realpath(out_path):
+        raise UserError(f"--plot and --out name the same file ({quote(str(out_path))}): the table would replace the plot")
     paths = [run for d in run_dirs for run in _runs_in(d)]
     runs = [d for d in paths if is_run_dir(d)]
     others = [d for d in paths if not is_run_dir(d)]

@@ -151,6 +151,8 @@ def report_for_config(model_cfg, model: nn.Module | None = None) -> ParamReport:
     from .errors import UserError, one_line
 
     csg = None if model_cfg.csg is None else asdict(model_cfg.csg)
+    # a baseline is compared with the original it stands in for; a CSG on one with that baseline, its twin
+    compared = original_arch(model_cfg.arch) if csg is None else model_cfg.arch
 
     def build(device: str):
         with torch.device(device):
@@ -160,7 +162,7 @@ def report_for_config(model_cfg, model: nn.Module | None = None) -> ParamReport:
                     built = create_model(model_cfg.arch, model_cfg.num_classes, csg)
                 except ValueError as e:
                     raise UserError(f"model: {e}") from None
-            return built, create_model(original_arch(model_cfg.arch), model_cfg.num_classes, None)
+            return built, create_model(compared, model_cfg.num_classes, None)
 
     try:
         built, original = build("meta")
@@ -169,7 +171,7 @@ def report_for_config(model_cfg, model: nn.Module | None = None) -> ParamReport:
             built, original = build("cpu")
         except (RuntimeError, OverflowError, MemoryError) as e:  # a code_size or num_classes too large to allocate
             raise UserError(f"model: cannot build {model_cfg.arch} with these settings: {one_line(e, 160)}") from None
-    return parameter_report(built, original, model_cfg.arch, csg, original_arch(model_cfg.arch))
+    return parameter_report(built, original, model_cfg.arch, csg, compared)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ def _compression(params: dict[str, Any], cfg, total: int) -> float:
     """params.json's compression. A baseline recorded before baselines were counted against the original they
     stand in for (resnet56_sep's params.json then said 1.0, against itself) is recounted against it."""
     compared = original_arch(cfg.model.arch)
-    if "original_arch" in params or compared == cfg.model.arch or total <= 0:
+    if "original_arch" in params or compared == cfg.model.arch or cfg.model.csg is not None or total <= 0:
         return float(params["compression"])
     import torch
 
@@ -178,10 +178,10 @@ def _params(run: Path, cfg) -> dict[str, Any]:
     a trainable count that is none (or more than the total) shows as missing."""
     try:
         params = json.loads(read_text(run / "params.json"))
-        total = int(params["total"])
-        if 0 <= total < 2**63:  # more is no network's, and no plot could draw it
+        total = _whole(params["total"], 2**63 - 1)  # 1.5 or true is no count: refused, not shown as 1
+        if total is not None:  # more is no network's, and no plot could draw it
             compression = _compression(params, cfg, total)
-            if math.isfinite(compression):
+            if math.isfinite(compression) and compression > 0:
                 return {"params": total, "trainable": _whole(params.get("trainable"), total),
                         "compression": compression, "macs": _macs(params)}
     except UserError:
@@ -206,13 +206,15 @@ def _metrics(run: Path) -> dict[str, Any]:
         try:
             rows = [r for r in csv.DictReader(io.StringIO(text, newline="")) if (r.get("epoch") or "").isdigit()]
             top1 = [float(r.get("ema_val_top1") or r["val_top1"]) for r in rows]  # an EMA run: its average's
-            wall_s = sum(float(r["epoch_time"]) + float(r.get("eval_time") or 0) for r in rows)
+            times = [t for r in rows for t in (float(r["epoch_time"]), float(r.get("eval_time") or 0))]
+            wall_s = sum(times) if all(t >= 0 for t in times) else math.nan  # an edited time measures nothing
             img_s = [v for v in (float(r["img_s"]) for r in rows) if math.isfinite(v)]
         except (ValueError, KeyError, TypeError, csv.Error):
             raise UserError(f"{run}: metrics.csv is not readable (cut short or edited?)") from None
     top1 = [round(v, 2) if 0 <= v <= 100 else None for v in top1]  # NaN fails both comparisons
     seen = [v for v in top1 if v is not None]
     median_img_s = _finite(statistics.median(img_s)) if img_s else None  # two of 1e308 average to inf
+    median_img_s = None if median_img_s is None or median_img_s < 0 else median_img_s
     return {"done": len(rows), "best_top1": max(seen) if seen else None, "final_top1": top1[-1] if top1 else None,
             "wall_min": _finite(round(wall_s / 60, 1)), "s_epoch": _finite(round(wall_s / len(rows), 1)) if rows else None,
             "img_s": None if median_img_s is None else round(median_img_s)}
@@ -234,7 +236,8 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     counts = _params(run, cfg)
     metrics = _metrics(run)
     record = _run_record(run)
-    finished = (run / "final.json").exists()
+    final = run / "final.json"  # a FIFO, a folder or an empty file in its place is no finished run
+    finished = final.is_file() and final.stat().st_size > 0
     experiment = {k: v for k, v in flatten(cfg.to_dict()).items() if k not in _NOT_THE_EXPERIMENT}
     experiment["processes"] = _processes(record)  # another global batch: another experiment
     return {
@@ -269,7 +272,8 @@ def _repeated_seeds(members: list[dict[str, Any]]) -> str:
     """A note when runs of one group share a seed (a copied run): they are not independent draws, so n and
     the std overstate what was measured."""
     seeds = [r["seed"] for r in members]
-    return f"; {len(seeds) - len(set(seeds))} repeat a seed (copies?)" if len(set(seeds)) < len(seeds) else ""
+    return (f"; {len(seeds) - len(set(seeds))} repeat a seed (copies?): no mean or std" if len(set(seeds)) < len(seeds)
+            else "")
 
 
 def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -282,8 +286,10 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for members in groups.values():
         first = members[0]
         names = {re.sub(r"_seed\d+$", "", r["run"]) for r in members}
-        best_mean, best_std = _mean_std([r["best_top1"] for r in members if r["best_top1"] is not None])
-        final_mean, final_std = _mean_std([r["final_top1"] for r in members if r["final_top1"] is not None])
+        independent = len({r["seed"] for r in members}) == len(members)  # a copied run is no second draw
+        best_mean, best_std = _mean_std([r["best_top1"] for r in members if r["best_top1"] is not None and independent])
+        final_mean, final_std = _mean_std([r["final_top1"] for r in members
+                                           if r["final_top1"] is not None and independent])
         out.append({"group": names.pop() if len(names) == 1 else f"{first['run']} (+{len(members) - 1})",
                     "arch": first["arch"], "csg": first["csg"], "distilled": first["distilled"],
                     "recipe": first["recipe"], "params": first["params"], "trainable": first["trainable"],

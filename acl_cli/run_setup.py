@@ -183,8 +183,10 @@ def _recipe_notes(cfg: Config, accumulation: Accumulation, processes: int) -> li
         notes.append(f"batch mixing ({', '.join(parts)}): the loss is on soft targets; train top-1 counts each mixed "
                      "image's dominant label")
     if t.accumulate_steps > 1:
-        notes.append(f"gradient accumulation: one optimizer step per {t.accumulate_steps} batches (global batch "
-                     f"{t.accumulate_steps * d.batch_size * processes}), {accumulation.steps_per_epoch} per epoch: "
+        group = min(t.accumulate_steps, accumulation.batches_per_epoch)  # an epoch's end cuts a longer group
+        cut = f" (an epoch has only {group} batches)" if group < t.accumulate_steps else ""
+        notes.append(f"gradient accumulation: one optimizer step per {t.accumulate_steps} batches{cut} (global batch "
+                     f"{group * d.batch_size * processes}), {accumulation.steps_per_epoch} per epoch: "
                      "the schedule counts them")
     if t.ema is not None:
         e = t.ema

@@ -69,7 +69,16 @@ need_int() {  # WHAT VALUE...: die unless each VALUE is a positive integer (grid
     local value
     for value in "${@:2}"; do
         case $value in ''|*[!0-9]*|0*) die "$1 must hold positive integers, got '$value'";; esac
+        small_int "$1" "$value"
     done
+}
+
+small_int() {  # WHAT VALUE: die unless VALUE (digits) is below 2^32: bash arithmetic wraps silently past 2^63
+    local digits=$2
+    while [ "${digits:0:1}" = 0 ]; do digits=${digits:1}; done
+    if [ ${#digits} -gt 10 ] || { [ ${#digits} -eq 10 ] && [[ $digits > 4294967295 ]]; }; then
+        die "$1 must be below 2^32, got '${2:0:60}'"
+    fi
 }
 
 parse_args() {  # [--list|--sbatch|--report] DATA_ROOT EPOCHS [OUT_DIR]
@@ -86,13 +95,17 @@ parse_args() {  # [--list|--sbatch|--report] DATA_ROOT EPOCHS [OUT_DIR]
     [ -n "$DATA_ROOT" ] || die "DATA_ROOT is empty (an unset variable?): name the data folder"
     DATA_ROOT_YAML=$(yaml_str DATA_ROOT "$DATA_ROOT") || exit 2
     case $EPOCHS in ''|*[!0-9]*|0) die "EPOCHS must be a positive integer, got '$EPOCHS'";; esac
+    small_int EPOCHS "$EPOCHS"
     if [ -n "${TASK_INDEX+set}" ]; then  # set, even to nothing: an empty index must not mean "every job"
         case $TASK_INDEX in ''|*[!0-9]*) die "TASK_INDEX must be a job index (see --list), got '$TASK_INDEX'";; esac
+        small_int TASK_INDEX "$TASK_INDEX"
         TASK_INDEX=$((10#$TASK_INDEX))  # decimal: 08 is job 8, not a bad octal number
     fi
     local seeds=() seed
     for seed in ${SEEDS:-}; do
         case $seed in *[!0-9]*) die "SEEDS must be non-negative integers, got '$seed'";; esac
+        small_int SEEDS "$seed"
+        [[ " ${seeds[*]} " != *" $((10#$seed)) "* ]] || die "SEEDS names seed $((10#$seed)) twice: its runs would share a folder"
         seeds+=("$((10#$seed))")  # decimal: 010 is seed 10
     done
     [ -n "${SEEDS+set}" ] && SEEDS="${seeds[*]}"
@@ -218,6 +231,10 @@ run_one() {  # INDEX: exactly that job, in the foreground (a SLURM array task); 
         skip) echo "skip ${JOB_NAMES[$i]} (finished)"; return 0;;
         conflict|error) echo "error: $(_not_run "$i")" >&2; exit 1;;
     esac
+    if [ "$DRY_RUN" = 1 ]; then  # that job's command, printed as dry_run prints it; nothing made, nothing run
+        printf '%q ' "${CMD[@]}"; echo
+        exit 0
+    fi
     mkdir -p "$OUT"
     echo "job $i: ${JOB_NAMES[$i]}"
     exec "${CMD[@]}"  # acl itself gets SLURM's signals: it checkpoints and a requeued task resumes

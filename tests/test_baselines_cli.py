@@ -159,3 +159,15 @@ def test_a_baseline_distils_from_a_baseline_teacher(trained, cli, tmp_path):
     assert len(progress["teacher"]["sha256"]) == 64
     report = json.loads(cli("report", out, "--format", "json").output)
     assert report[0]["arch"] == "resnet56_gcnn" and report[0]["distilled"].startswith(f"from {teacher.name}")
+
+
+def test_a_csg_on_a_baseline_is_counted_against_that_baseline(cli):
+    """The twin of a CSG network is the same network without CSG, a baseline too: count-params then says when
+    the CSG makes it larger (as bench compares it), instead of hiding it behind the baseline's original."""
+    sets = ["--set", "model.arch=resnet20_sep"]
+    csg = json.loads(cli("count-params", "--config", "quickstart", *sets, "--format", "json").output)
+    plain = json.loads(cli("count-params", "--config", "quickstart", *sets, "--set", "model.csg=null",
+                           "--format", "json").output)
+    assert (csg["original_arch"], csg["original_total"]) == ("resnet20_sep", plain["total"])
+    assert csg["compression"] == round(plain["total"] / csg["total"], 4) < 1
+    assert plain["original_arch"] == "resnet20" and plain["compression"] > 1

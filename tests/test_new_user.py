@@ -137,7 +137,9 @@ def test_copies_with_one_seed_are_not_passed_off_as_seeds(cli, finished, tmp_pat
     for name in ("a", "b"):
         shutil.copytree(finished, tmp_path / "sweep" / name)
     groups = json.loads(cli("report", tmp_path / "sweep", "--by-seed", "--format", "json").output)
-    assert [(g["n"], g["seeds"], g["status"]) for g in groups] == [(2, "0 0", "finished; 1 repeat a seed (copies?)")]
+    assert [(g["n"], g["seeds"], g["status"]) for g in groups] == [
+        (2, "0 0", "finished; 1 repeat a seed (copies?): no mean or std")]
+    assert (groups[0]["best_top1"], groups[0]["best_top1_std"], groups[0]["final_top1"]) == (None, None, None)
 
 
 @pytest.mark.parametrize("record", ["nested", "fifo", "not_sessions", "nan_loader"])

@@ -282,3 +282,11 @@ def test_two_processes_end_with_the_same_weights_and_the_same_ema(nets, tmp_path
     _assert_same(last["ema"]["model"], rank0["ema"])
     assert last["ema"]["updates"] == 10 and last["scheduler"]["last_epoch"] == 10  # 5 optimizer steps an epoch
     assert not torch.equal(rank0["ema"]["5.weight"], rank0["model"]["5.weight"])
+
+
+def test_a_group_longer_than_an_epoch_says_the_batch_it_really_has(tmp_path, cli):
+    res = cli("train", "--config", "quickstart", "--out", tmp_path / "r", "--set", "train.epochs=1", "--set",
+              "train.accumulate_steps=1000", "--set", "data.train_subset=128", "--set", "train.progress=false")
+    assert res.exit_code == 0, res.output
+    assert ("one optimizer step per 1000 batches (an epoch has only 2 batches) (global batch 128), 1 per epoch"
+            in res.output)

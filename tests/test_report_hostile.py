@@ -101,7 +101,7 @@ def test_markdown_cells_hold_no_line_breaks_html_or_pipes(tmp_path):
     assert "Grouped over seeds" in res.stdout
 
 
-def test_a_csv_cell_is_never_a_formula_but_a_negative_number_stays_one(tmp_path):
+def test_a_csv_cell_is_never_a_formula_and_a_negative_time_is_missing(tmp_path):
     record = {**RECORD, "splits": {"val": "@SUM(A1:A9)"}}
     metrics = HEADER + ROW.format(top1=50, epoch_time=-121, img_s=100)  # an edited time: minus two minutes
     runs = [_run(tmp_path / name, run_json=json.dumps(record), metrics=metrics) for name in ("=2+5", "+1", "-cmd")]
@@ -109,7 +109,8 @@ def test_a_csv_cell_is_never_a_formula_but_a_negative_number_stays_one(tmp_path)
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(io.StringIO(res.stdout)))
     assert [r["run"] for r in rows] == ["'=2+5", "'+1", "'-cmd"]
-    assert {(r["selected_on"], r["wall_min"], r["csg"]) for r in rows} == {("'@SUM(A1:A9)", "-2.0", "-")}
+    # a negative time measures nothing: missing, never a formula either
+    assert {(r["selected_on"], r["wall_min"], r["s_epoch"], r["csg"]) for r in rows} == {("'@SUM(A1:A9)", "", "", "-")}
     _check_csv(res.stdout)
 
 
@@ -226,3 +227,38 @@ def test_any_run_folder_gives_a_valid_report_or_one_line(name, run_json, params,
         run = _run(Path(tmp) / name, run_json=run_json, params=params, metrics=metrics)
         for fmt in ("markdown", "csv", "json"):
             _check(_cli("report", run, "--format", fmt, *(["--by-seed"] if by_seed else [])), fmt)
+
+
+@pytest.mark.parametrize("total, compression", [(1.5, 1.0), (True, 1.0), (100, -3), (100, 0), ("100", 1.0)])
+def test_a_count_that_is_no_whole_number_or_a_ratio_that_is_none_is_refused_by_name(tmp_path, total, compression):
+    run = _run(tmp_path / "r")
+    params = json.loads((run / "params.json").read_text())
+    (run / "params.json").write_text(json.dumps({**params, "total": total, "compression": compression}))
+    res = _cli("report", run, "--format", "json")
+    assert res.exit_code == 2 and res.output == f"error: {run}: params.json is not readable (cut short or edited?)\n"
+
+
+def test_negative_speeds_and_times_show_as_missing(tmp_path):
+    metrics = HEADER + ROW.format(top1=40, epoch_time=-8.6, img_s=-7.3)
+    (row,) = _strict_json(_cli("report", _run(tmp_path / "r", metrics=metrics), "--format", "json").stdout)
+    assert (row["best_top1"], row["wall_min"], row["s_epoch"], row["img_s"]) == (40.0, None, None, None)
+
+
+def test_plot_and_table_into_one_file_is_refused(tmp_path):
+    run = _run(tmp_path / "r")
+    res = _cli("report", run, "--out", tmp_path / "s.png", "--plot", tmp_path / "s.png")
+    assert res.exit_code == 2 and "--plot and --out name the same file" in res.output
+    assert not (tmp_path / "s.png").exists()
+
+
+@pytest.mark.parametrize("final", ["fifo", "folder", "empty"])
+def test_a_final_json_that_is_no_file_is_no_finished_run(tmp_path, final):
+    import os
+
+    run = _run(tmp_path / "r")
+    (run / "final.json").unlink()
+    {"fifo": lambda p: os.mkfifo(p), "folder": lambda p: p.mkdir(), "empty": lambda p: p.write_text("")}[final](
+        run / "final.json")
+    res = _cli("report", run, "--format", "json")
+    assert res.exit_code == 0, res.output
+    assert _strict_json(res.stdout)[0]["status"] == "unfinished"

@@ -287,3 +287,38 @@ def test_a_job_log_that_is_not_the_scripts_own_file_is_left_alone(tmp_path, kind
     res = _script("sweep_depth.sh", tmp_path / "data", 1, out, DEPTHS="20", ACL=f"sh {stand_in}")
     assert res.returncode == 1 and "FAILED resnet20: its log" in res.stderr, res.stderr
     assert mine.read_text() == "three years"
+
+
+@pytest.mark.parametrize("script", ["results_cifar10.sh", "compare_baselines.sh"])
+def test_a_dry_run_of_one_task_prints_its_command_and_makes_nothing(tmp_path, script):
+    """DRY_RUN=1 with TASK_INDEX (a SLURM task's dry run): that job's command, and nothing made or run."""
+    out = tmp_path / "out"
+    res = _script(script, tmp_path / "no data", 3, out, DRY_RUN="1", TASK_INDEX="1")
+    assert res.returncode == 0, res.stderr
+    (line,) = res.stdout.splitlines()
+    argv = shlex.split(line)
+    assert argv[:4] == [*shlex.split(ACL), "train"] and argv[argv.index("--out") + 1].startswith(str(out))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("env, why", [
+    ({"SEEDS": "18446744073709551617"}, "SEEDS must be below 2^32, got '18446744073709551617'"),
+    ({"SEEDS": "4294967296"}, "SEEDS must be below 2^32"),
+    ({"TASK_INDEX": "18446744073709551617"}, "TASK_INDEX must be below 2^32"),
+    ({"SEEDS": "1 01"}, "SEEDS names seed 1 twice"),
+    ({"TRAIN_SUBSET": "99999999999999999999"}, "TRAIN_SUBSET must be below 2^32"),
+])
+def test_numbers_bash_would_wrap_and_repeated_seeds_are_refused_before_anything(tmp_path, env, why):
+    res = _script("compare_baselines.sh", tmp_path / "d", 3, tmp_path / "out", DRY_RUN="1", **env)
+    assert res.returncode == 2 and res.stderr == f"error: {why}" + res.stderr.split(why, 1)[1], res.stderr
+    assert res.stderr.count("\n") == 1 and res.stdout == "" and not (tmp_path / "out").exists()
+    res = _script("compare_baselines.sh", tmp_path / "d", 99999999999, tmp_path / "out", DRY_RUN="1")
+    assert res.returncode == 2 and "EPOCHS must be below 2^32" in res.stderr
+
+
+def test_seeds_just_below_two_to_the_32_are_taken(tmp_path):
+    res = _script("results_cifar10.sh", tmp_path / "d", 3, tmp_path / "out", DRY_RUN="1", SEEDS="4294967295",
+                  CONFIGS="resnet20")
+    assert res.returncode == 0, res.stderr
+    (line,) = [x for x in res.stdout.splitlines() if " train " in x]
+    assert line.endswith("--set train.seed=4294967295 ") or "train.seed=4294967295" in line
