@@ -20,6 +20,7 @@ for name in "$family" "$csg"; do  # plain words: folder names and shipped config
     [[ $name =~ ^[a-z0-9_]+$ ]] || die "FAMILY and CSG name shipped configs (acl config list), got '$name'"
     [ -f "$ROOT_DIR/configs/cifar10/$name.yaml" ] || die "no shipped config cifar10/$name (acl config list)"
 done
+[[ $csg == "${family}"_csg_* ]] || die "CSG must name a CSG config of $family (${family}_csg_...), got '$csg'"
 [[ ${CSG_INIT:-scaled} =~ ^[a-z_]+$ ]] || die "CSG_INIT must name an init (authors, scaled, binary), got '${CSG_INIT:-}'"
 sets=("${RESULTS_SETS[@]}")
 [ -n "${TRAIN_SUBSET:-}" ] && need_int TRAIN_SUBSET "$TRAIN_SUBSET" && sets+=(--set "data.train_subset=$TRAIN_SUBSET")

@@ -93,6 +93,7 @@ parse_args() {  # [--list|--sbatch|--report] DATA_ROOT EPOCHS [OUT_DIR]
     EPOCHS=$2
     OUT=${3:-runs/$(basename "$0" .sh)}
     [ -n "$DATA_ROOT" ] || die "DATA_ROOT is empty (an unset variable?): name the data folder"
+    [ ! -e "$OUT" ] || [ -d "$OUT" ] || die "OUT_DIR '${OUT:0:60}' is not a folder: name a folder (or a new one)"
     DATA_ROOT_YAML=$(yaml_str DATA_ROOT "$DATA_ROOT") || exit 2
     case $EPOCHS in ''|*[!0-9]*|0) die "EPOCHS must be a positive integer, got '$EPOCHS'";; esac
     small_int EPOCHS "$EPOCHS"

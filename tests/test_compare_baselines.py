@@ -59,7 +59,10 @@ def test_one_family_five_networks_on_one_split_and_schedule(tmp_path, family, cs
                                       ({"FAMILY": "nosuch"}, "no shipped config cifar10/nosuch"),
                                       ({"CSG": "resnet56_csg_9_9"}, "no shipped config cifar10/resnet56_csg_9_9"),
                                       ({"TRAIN_SUBSET": "1e4"}, "TRAIN_SUBSET"),
-                                      ({"CSG_INIT": "x: y"}, "CSG_INIT must name an init")])
+                                      ({"CSG_INIT": "x: y"}, "CSG_INIT must name an init"),
+                                      ({"CSG": "resnet56"}, "CSG must name a CSG config of resnet56 (resnet56_csg_...)"),
+                                      ({"CSG": "resnet56_sep"}, "CSG must name a CSG config of resnet56"),
+                                      ({"CSG": "resnet20_csg_16_72"}, "CSG must name a CSG config of resnet56")])
 def test_bad_variables_are_one_line_and_nothing_is_made(tmp_path, env, why):
     res = _dry_run(tmp_path, **env)
     assert res.returncode == 2 and why in res.stderr and res.stderr.count("\n") == 1, res.stderr

@@ -322,3 +322,15 @@ def test_seeds_just_below_two_to_the_32_are_taken(tmp_path):
     assert res.returncode == 0, res.stderr
     (line,) = [x for x in res.stdout.splitlines() if " train " in x]
     assert line.endswith("--set train.seed=4294967295 ") or "train.seed=4294967295" in line
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo"])
+def test_an_out_dir_that_is_no_folder_is_refused_before_any_job(tmp_path, kind):
+    out = tmp_path / "out"
+    out.write_text("mine") if kind == "file" else os.mkfifo(out)
+    for script in ("results_cifar10.sh", "compare_baselines.sh"):
+        res = _script(script, tmp_path / "d", 3, out, DRY_RUN="1")
+        assert res.returncode == 2 and res.stderr == \
+            f"error: OUT_DIR '{str(out)[:60]}' is not a folder: name a folder (or a new one)\n"  # 60: a long path cut
+        assert res.stdout == ""
+    assert out.is_fifo() or out.read_text() == "mine"
