@@ -226,7 +226,7 @@ def test_the_images_are_unpacked_into_a_new_folder_never_one_left_there(tmp_path
                        ACL=f"{sys.executable} {stand_in}")
     assert res.returncode == 1, res.stderr  # the step profile needs CUDA; the runs come before it
     calls = [json.loads(line) for line in trace.read_text().splitlines()]
-    assert len(calls) == 6
+    assert len(calls) == 12  # the two pairs, the CSG configs at twice the lr, the six baselines
     for call in calls:
         assert call["files"] == ["train/cat/0001.jpg", "train/dog/0002.jpg"], call
         assert Path(call["root"]).parent == tmp_path / "tmp" and Path(call["root"]).name != "acl-cifar10-jpeg"
