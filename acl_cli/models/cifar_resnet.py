@@ -61,13 +61,18 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+def blocks_per_stage(depth: int) -> int:
+    """n of a CIFAR ResNet of depth 6n+2: three stages of n two-conv blocks, a stem and a classifier."""
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")
+    return (depth - 2) // 6
+
+
 class CifarResNet(nn.Module):
     def __init__(self, depth: int, num_classes: int = 10, conv: ConvFactory = plain_conv,
                  norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")
-        n = (depth - 2) // 6
+        n = blocks_per_stage(depth)
         self.conv1 = conv(3, 16, 3, stride=1, padding=1, role="stem")
         self.bn1 = norm_layer(16)
         stages, in_planes = [], 16

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from ..csg import ConvFactory, plain_conv
 from .baseline_layers import SeparableConv2d, crelu, replacing
-from .cifar_resnet import DEPTHS, CifarResNet, OptionAShortcut, init_as_authors
+from .cifar_resnet import DEPTHS, CifarResNet, OptionAShortcut, blocks_per_stage, init_as_authors
 from .p4_conv import ORIENTATIONS, P4ConvP4
 from .registry import CIFAR_RESNET_INIT, register_model
 
@@ -115,9 +115,7 @@ class CReLUResNet(nn.Module):
     def __init__(self, depth: int, num_classes: int = 10, conv: ConvFactory = plain_conv,
                  norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")
-        n = (depth - 2) // 6
+        n = blocks_per_stage(depth)
         self.conv1 = conv(3, 8, 3, stride=1, padding=1, role="stem")
         self.bn1 = norm_layer(8)
         stages, width = [], 8  # channels of a block's input before its CReLU
