@@ -205,7 +205,8 @@ class Run:
                 state.skipped += 1
             else:  # train top-1 of a mixed image: against its dominant label
                 self.stats.record(loss, logits, dominant_labels(targets), state.step)
-                setup.scaler.scale(loss / groups.group_size(state.batch)).backward()
+                size = groups.group_size(state.batch)
+                setup.scaler.scale(loss / size if size > 1 else loss).backward()  # no kernel when nothing adds up
                 self.group_backwards += 1
         state.lr = setup.optimizer.param_groups[0]["lr"]  # what this group steps at: the rate logs report
         if ends_group:
