@@ -222,6 +222,9 @@ CASES = [
     ("train", "--config", "exp1/config.yaml", "--out", "exp1"), "exp1 is not empty and is not an acl run",
     ("train", "--config", "run/config.yaml", "--out", "run", "--overwrite"),
     "--config run/config.yaml lies inside it and would be replaced",
+    ("bench", "--config", "good.yaml", "--device", "cpu", "--set", "data.name=synthetic", "--set", "data.image_size=100000"),
+    "data.image_size: must be at most 8192, got 100000",  # it only allocated until memory ran out
+    ("count-params", "--config", "good.yaml", "--set", "data.image_size=8193"), "data.image_size: must be at most 8192",
 ]
 CASES = list(zip(CASES[::2], CASES[1::2]))
 

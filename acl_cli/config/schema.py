@@ -35,6 +35,9 @@ def cut(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+MAX_IMAGE_SIZE = 8192  # a side no network here was made for; larger only allocates until memory runs out
+
+
 @dataclass
 class CSGConfig:
     REQUIRED = ("slice_shape", "code_size")  # a csg block must say both: no silent 12x12/72 default
@@ -104,6 +107,8 @@ class DataConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"{path}.{key}: must be >= 1, got {value}")
+        if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:  # one float image of 8192² is 800 MB
+            raise ConfigError(f"{path}.image_size: must be at most {MAX_IMAGE_SIZE}, got {self.image_size}")
         if self.workers < 0:
             raise ConfigError(f"{path}.workers: must be >= 0, got {self.workers}")
         if not 0 <= self.split_seed < SEED_LIMIT:
