@@ -23,7 +23,7 @@ from .device import autocast
 from .distill import load_teacher
 from .models.build import build_model
 from .optim import build_optimizer
-from .params import report_for_config
+from .params import original_arch, report_for_config
 from .errors import UserError
 from .models import get_model_entry
 
@@ -85,11 +85,8 @@ def _twin(cfg: Config) -> Config:
     twin = copy.deepcopy(cfg)
     twin.model.csg = None
     if cfg.model.csg is None:
-        try:
-            twin.model.arch = get_model_entry(cfg.model.arch).baseline_of or ""
-        except ValueError:  # an unknown arch: not a baseline either
-            twin.model.arch = ""
-        if not twin.model.arch:
+        twin.model.arch = original_arch(cfg.model.arch)  # what count-params compares a baseline with
+        if twin.model.arch == cfg.model.arch:
             raise UserError("bench compares a CSG model (or a baseline such as resnet56_sep) with its original twin, "
                             "but the config has model.csg: null")
     return twin

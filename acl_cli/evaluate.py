@@ -106,7 +106,8 @@ def evaluate_checkpoint(path: str | Path, split: str = "val", overrides: tuple[s
     metrics = evaluate(model, eval_loader(splits.get(split), cfg.data, dev), dev, progress=cfg.train.progress)
     metrics["params"] = sum(p.numel() for p in model.parameters())
     metrics["split"], metrics["source"] = split, splits.sources[split]
-    metrics["weights"] = state.get("weights", "model")  # "ema": a best.pt of a run with train.ema holds the average
+    # "ema": a best.pt of a run with train.ema holds the average; whatever else a sent file says is not echoed
+    metrics["weights"] = "ema" if state.get("weights") == "ema" else "model"
     if overlap:
         metrics["trained_on"] = overlap  # said beside the score: N of its images were trained on
     return metrics

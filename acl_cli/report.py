@@ -148,8 +148,7 @@ def _macs(params: dict[str, Any]) -> int | None:
     """The MACs per image params.json records, or None: a run from before they were counted, one whose model
     could not be counted, or a figure that is no whole number in [0, 2**63)."""
     macs = params.get("macs")
-    value = macs.get("per_image") if isinstance(macs, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
+    return _whole(macs.get("per_image"), 2**63 - 1) if isinstance(macs, dict) else None
 
 
 def _whole(value: Any, upper: int) -> int | None:

@@ -133,7 +133,7 @@ class RunCheckpoints:
             settings_changed = self._restore(saved, state, path, log)
         except UserError:
             raise
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, OverflowError) as e:
             raise UserError(f"{path} cannot be resumed: its training state is incomplete or not acl's "
                             f"({type(e).__name__}: {one_line(e, 120)})") from None
         self.last_good = f"last good checkpoint: {path} (step {state.step})"

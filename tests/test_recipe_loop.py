@@ -290,3 +290,45 @@ def test_a_group_longer_than_an_epoch_says_the_batch_it_really_has(tmp_path, cli
     assert res.exit_code == 0, res.output
     assert ("one optimizer step per 1000 batches (an epoch has only 2 batches) (global batch 128), 1 per epoch"
             in res.output)
+
+
+@pytest.mark.parametrize("ema", ["missing", "inf updates", "nan updates", "text updates", "wrong shapes", "nested"])
+def test_a_last_pt_whose_ema_acl_did_not_write_is_one_line_and_nothing_changes(nets, tmp_path, ema):
+    """An edited or sent last.pt of an EMA run: the resume refuses it in one line (exit 2 from the CLI), and
+    last.pt, metrics.csv and best.pt are as they were."""
+    from acl_cli.checkpoint import save_checkpoint
+    from acl_cli.errors import UserError
+
+    cfg = _cfg("train.ema={decay: 0.9}", "train.epochs=2")
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, run_dir, stop_after_steps=3, log=quiet, allow_imports=ALLOW)
+    saved = load_checkpoint(run_dir / "last.pt")
+    saved.pop("format"), saved.pop("version")
+    good = saved["ema"]
+    saved["ema"] = {"missing": None, "inf updates": {**good, "updates": float("inf")},
+                    "nan updates": {**good, "updates": float("nan")}, "text updates": {**good, "updates": "many"},
+                    "wrong shapes": {"model": {k: v.reshape(-1)[:1] for k, v in good["model"].items()}, "updates": 3},
+                    "nested": {"model": {"a": {"b": {"c": 1}}}, "updates": 3}}[ema]
+    if ema == "missing":
+        del saved["ema"]
+    save_checkpoint(saved, run_dir / "last.pt")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    with pytest.raises(UserError) as refused:
+        train(cfg, run_dir, resume=True, log=quiet, allow_imports=ALLOW)
+    assert f"{run_dir / 'last.pt'} cannot be resumed" in str(refused.value) and "\n" not in str(refused.value)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+
+
+def test_eval_says_model_weights_whatever_else_a_sent_checkpoint_claims(nets, tmp_path, cli):
+    from acl_cli.checkpoint import save_checkpoint
+
+    run_dir = tmp_path / "run"
+    train(_cfg("train.epochs=1"), run_dir, log=quiet, allow_imports=ALLOW)
+    for claim in ("\x1b[31mema", {"nested": ["ema"]}, "EMA"):
+        saved = load_checkpoint(run_dir / "best.pt")
+        saved.pop("format"), saved.pop("version")
+        save_checkpoint({**saved, "weights": claim}, tmp_path / "sent.pt")
+        res = cli("eval", tmp_path / "sent.pt", "--format", "json", "--allow-import", "recipe_nets")
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.output)["weights"] == "model"

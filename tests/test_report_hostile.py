@@ -262,3 +262,17 @@ def test_a_final_json_that_is_no_file_is_no_finished_run(tmp_path, final):
     res = _cli("report", run, "--format", "json")
     assert res.exit_code == 0, res.output
     assert _strict_json(res.stdout)[0]["status"] == "unfinished"
+
+
+@pytest.mark.parametrize("trainable", [-1, 1.5, True, "10", None, 10**30, [5], {"n": 5}])
+def test_a_trainable_count_that_is_none_shows_as_missing(tmp_path, trainable):
+    run = _run(tmp_path / "r")
+    params = json.loads((run / "params.json").read_text())
+    (run / "params.json").write_text(json.dumps({**params, "trainable": trainable}))
+    res = _cli("report", run, "--format", "json")
+    assert res.exit_code == 0, res.output
+    (row,) = _strict_json(res.stdout)
+    assert row["trainable"] is None and row["params"] == params["total"]
+    (run / "params.json").write_text(json.dumps({**params, "trainable": params["total"]}))
+    (row,) = _strict_json(_cli("report", run, "--format", "json").stdout)
+    assert row["trainable"] == params["total"]

@@ -158,8 +158,7 @@ def _experiments() -> dict[str, list[Path]]:
     groups: dict[str, list[Path]] = {}
     for run in RUNS:
         groups.setdefault(_experiment(run), []).append(run)
-    return {name: sorted(runs, key=lambda r: json.loads((r / "run.json").read_text()) and _seed(r))
-            for name, runs in groups.items()}
+    return {name: sorted(runs, key=_seed) for name, runs in groups.items()}
 
 
 def _seed(run: Path) -> int:

@@ -321,7 +321,7 @@ def test_seeds_just_below_two_to_the_32_are_taken(tmp_path):
                   CONFIGS="resnet20")
     assert res.returncode == 0, res.stderr
     (line,) = [x for x in res.stdout.splitlines() if " train " in x]
-    assert line.endswith("--set train.seed=4294967295 ") or "train.seed=4294967295" in line
+    assert line.endswith(" --set train.seed=4294967295 ")
 
 
 @pytest.mark.parametrize("kind", ["file", "fifo"])
